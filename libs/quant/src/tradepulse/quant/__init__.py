@@ -1,0 +1,51 @@
+"""TradePulse quant core: candles in, trades and metrics out, exactly as the spec says.
+
+Pure code: depends on numpy, pandas, numba and pyarrow only (no bus, database, web,
+optimizer or exchange), so the trainer, the CLI and the tests all run the same backtest.
+"""
+
+from tradepulse.quant.backtest.engine import run_backtest
+from tradepulse.quant.backtest.types import BacktestResult, BacktestSettings, Trade
+from tradepulse.quant.candles import Candles, GapReport, load_candles, parse_timeframe
+from tradepulse.quant.errors import CandleDataError, ParameterError, QuantError, WindowError
+from tradepulse.quant.metrics import METRIC_NAMES, OBJECTIVES
+from tradepulse.quant.strategies import STRATEGIES, get_strategy
+from tradepulse.quant.strategies.base import REGIMES, Regime, Signals, Strategy
+from tradepulse.quant.strategies.liquidity_sweep import (
+    IndicatorSettings,
+    LiquiditySweep,
+    LiquiditySweepParams,
+)
+from tradepulse.quant.strategies.space import ParamSpec, SearchSpace
+from tradepulse.quant.windows import Window, last_window, range_window
+
+__all__ = [
+    "METRIC_NAMES",
+    "OBJECTIVES",
+    "REGIMES",
+    "STRATEGIES",
+    "BacktestResult",
+    "BacktestSettings",
+    "CandleDataError",
+    "Candles",
+    "GapReport",
+    "IndicatorSettings",
+    "LiquiditySweep",
+    "LiquiditySweepParams",
+    "ParamSpec",
+    "ParameterError",
+    "QuantError",
+    "Regime",
+    "SearchSpace",
+    "Signals",
+    "Strategy",
+    "Trade",
+    "Window",
+    "WindowError",
+    "get_strategy",
+    "last_window",
+    "load_candles",
+    "parse_timeframe",
+    "range_window",
+    "run_backtest",
+]

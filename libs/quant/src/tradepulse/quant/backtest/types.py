@@ -1,0 +1,186 @@
+"""Backtest settings and results, the engine's public value types."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import struct
+from dataclasses import asdict, dataclass, fields
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from tradepulse.quant.backtest.kernel import (
+    EXIT_REASONS,
+    T_ENTRY_BAR,
+    T_EXIT_BAR,
+    T_EXIT_PRICE,
+    T_FEES,
+    T_FILL,
+    T_GROSS,
+    T_NET,
+    T_QTY,
+    T_REASON,
+    T_SIDE,
+    T_SIGNAL_BAR,
+    T_SIGNAL_PRICE,
+    T_SL,
+    T_TP,
+)
+from tradepulse.quant.candles import FloatArray, IntArray
+from tradepulse.quant.errors import ParameterError
+from tradepulse.quant.metrics import METRIC_NAMES, Metrics
+
+MAX_SETTING = 1e12
+
+
+@dataclass(frozen=True)
+class BacktestSettings:
+    """Execution settings (spec section 5). Fractions are of price or equity, not percent."""
+
+    initial_capital: float = 10000.0
+    fee_rate: float = 0.001
+    slippage: float = 0.0005
+    risk_per_trade: float = 0.01
+    max_leverage: float = 3.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ParameterError(f.name, f"must be a number, got {value!r}")
+            if not math.isfinite(value) or not 0 <= value <= MAX_SETTING:
+                raise ParameterError(
+                    f.name, f"must be a number between 0 and {MAX_SETTING:g}, got {value!r}"
+                )
+            object.__setattr__(self, f.name, float(value))
+        if self.initial_capital <= 0:
+            raise ParameterError("initial_capital", "must be > 0")
+        if self.slippage >= 1:
+            raise ParameterError("slippage", "must be a fraction below 1 (0.0005 is 5 bp)")
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> BacktestSettings:
+        if not isinstance(values, dict):
+            raise ParameterError("settings", f"must be an object, got {values!r}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ParameterError(
+                unknown[0], f"unknown setting; expected {', '.join(sorted(known))}"
+            )
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """One round trip. Bars are row numbers of the whole history; times are open times (ms)."""
+
+    side: str
+    signal_bar: int
+    entry_bar: int
+    exit_bar: int
+    signal_time: int
+    entry_time: int
+    exit_time: int
+    signal_price: float
+    fill_price: float
+    stop_loss: float
+    take_profit: float
+    qty: float
+    exit_price: float
+    exit_reason: str
+    gross_pnl: float
+    net_pnl: float
+    fees: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.__slots__}
+
+
+@dataclass(frozen=True, eq=False)
+class BacktestResult:
+    """Trades, equity and metrics of one backtest, with a fingerprint to compare runs.
+
+    `equity` covers bars trade_from..n-1 of the candles run (spec section 8).
+    """
+
+    trade_ints: IntArray
+    trade_floats: FloatArray
+    open_time: IntArray
+    first_row: int
+    equity: FloatArray
+    metrics: Metrics
+    ambiguous_exits: int
+
+    @cached_property
+    def trades(self) -> tuple[Trade, ...]:
+        out = []
+        times = self.open_time
+        for ints, floats in zip(self.trade_ints.tolist(), self.trade_floats.tolist(), strict=True):
+            out.append(
+                Trade(
+                    side="long" if ints[T_SIDE] == 1 else "short",
+                    signal_bar=ints[T_SIGNAL_BAR] + self.first_row,
+                    entry_bar=ints[T_ENTRY_BAR] + self.first_row,
+                    exit_bar=ints[T_EXIT_BAR] + self.first_row,
+                    signal_time=int(times[ints[T_SIGNAL_BAR]]),
+                    entry_time=int(times[ints[T_ENTRY_BAR]]),
+                    exit_time=int(times[ints[T_EXIT_BAR]]),
+                    signal_price=floats[T_SIGNAL_PRICE],
+                    fill_price=floats[T_FILL],
+                    stop_loss=floats[T_SL],
+                    take_profit=floats[T_TP],
+                    qty=floats[T_QTY],
+                    exit_price=floats[T_EXIT_PRICE],
+                    exit_reason=EXIT_REASONS[ints[T_REASON]],
+                    gross_pnl=floats[T_GROSS],
+                    net_pnl=floats[T_NET],
+                    fees=floats[T_FEES],
+                )
+            )
+        return tuple(out)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """sha256 over a canonical binary form of the trades and metrics.
+
+        Layout (all little-endian): b"tradepulse-fingerprint-v1"; the trade count as int64; per
+        trade, int64 side (+1/-1), exit reason code, signal/entry/exit open times (ms); per
+        trade, float64 signal price, fill, stop, target, qty, exit price, gross, net, fees; per
+        metric in METRIC_NAMES order, a byte 0 for null or 1 followed by its float64 value.
+        Bar numbers are left out: they count rows from wherever the loaded history starts,
+        while open times name the same bars in every history.
+        """
+        ints = self.trade_ints
+        times = self.open_time
+        keyed = np.column_stack(
+            (
+                ints[:, T_SIDE],
+                ints[:, T_REASON],
+                times[ints[:, T_SIGNAL_BAR]],
+                times[ints[:, T_ENTRY_BAR]],
+                times[ints[:, T_EXIT_BAR]],
+            )
+        ).astype("<i8")
+        h = hashlib.sha256(b"tradepulse-fingerprint-v1")
+        h.update(np.array([len(ints)], dtype="<i8").tobytes())
+        h.update(np.ascontiguousarray(keyed).tobytes())
+        h.update(np.ascontiguousarray(self.trade_floats, dtype="<f8").tobytes())
+        for name in METRIC_NAMES:
+            value = self.metrics[name]
+            h.update(b"\x00" if value is None else b"\x01" + struct.pack("<d", float(value)))
+        return h.hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The CLI's --json object."""
+        return {
+            "metrics": self.metrics,
+            "trades": [t.to_dict() for t in self.trades],
+            "fingerprint": self.fingerprint,
+            "ambiguous_exits": self.ambiguous_exits,
+        }
