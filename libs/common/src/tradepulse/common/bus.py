@@ -1,0 +1,159 @@
+"""NATS helpers shared by the services: connection, stream set-up, de-duplicated publishes."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.api import (
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError
+
+from tradepulse.common.contracts.base import Message
+from tradepulse.common.contracts.subjects import Names
+
+DUPLICATE_WINDOW_S = 120.0
+EVENTS_MAX_AGE_S = 7 * 24 * 3600.0
+
+
+async def connect(url: str, name: str, *, connect_timeout: float = 30.0) -> NatsClient:
+    """Connect, retrying until `connect_timeout`; once connected, reconnect forever."""
+    # With unlimited reconnects nats-py retries a first connection forever too, so the
+    # deadline is enforced here.
+    try:
+        return await asyncio.wait_for(
+            nats.connect(
+                url,
+                name=name,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                connect_timeout=2,
+                allow_reconnect=True,
+            ),
+            timeout=connect_timeout,
+        )
+    except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
+        raise ConnectionError(f"cannot reach NATS at {url} within {connect_timeout:g} s") from exc
+
+
+def _work_queue(name: str, subject: str, replicas: int) -> StreamConfig:
+    return StreamConfig(
+        name=name,
+        subjects=[subject],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        duplicate_window=DUPLICATE_WINDOW_S,
+        discard=DiscardPolicy.OLD,
+        num_replicas=replicas,
+    )
+
+
+def stream_configs(names: Names, replicas: int = 1) -> list[StreamConfig]:
+    """`replicas` copies of every stream: 3 on a 3-server NATS cluster, 1 on a single server."""
+    return [
+        # Interest retention: a job stays until both the trainer's intake (which records it
+        # as queued at once) and the replica that runs it have acked.
+        StreamConfig(
+            name=names.jobs_stream,
+            subjects=[names.training_requested],
+            retention=RetentionPolicy.INTEREST,
+            storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            num_replicas=replicas,
+        ),
+        _work_queue(names.trials_stream, names.trial_work, replicas),
+        _work_queue(names.ingest_stream, names.ingest_requested, replicas),
+        StreamConfig(
+            name=names.events_stream,
+            subjects=[names.events_all],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            max_age=EVENTS_MAX_AGE_S,
+            num_replicas=replicas,
+        ),
+    ]
+
+
+async def ensure_streams(js: JetStreamContext, names: Names, replicas: int = 1) -> None:
+    """Create the streams and the buckets; safe to run from several replicas at once."""
+    for config in stream_configs(names, replicas):
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            # Created by another replica meanwhile, or with an older config: bring it up to date.
+            await js.update_stream(config)
+    for bucket in (names.candles_bucket, names.uploads_bucket):
+        try:
+            await js.object_store(bucket)
+        except nats.js.errors.BucketNotFoundError:
+            try:
+                await js.create_object_store(bucket, storage=StorageType.FILE, replicas=replicas)
+            except BadRequestError:
+                await js.object_store(bucket)
+
+
+async def publish(
+    js: JetStreamContext,
+    subject: str,
+    message: Message,
+    *,
+    publish_timeout: float = 5.0,
+    attempts: int = 20,
+) -> Any:
+    """JetStream publish with the message id as `Nats-Msg-Id`, retried while NATS is away.
+
+    Retrying is safe: the server drops a repeat of the same id within the duplicate window.
+    """
+    data = message.to_bytes()
+    headers = {"Nats-Msg-Id": message.message_id}
+    last: Exception | None = None
+    for attempt in range(attempts):
+        try:
+            return await js.publish(subject, data, timeout=publish_timeout, headers=headers)
+        except (
+            nats.errors.TimeoutError,
+            nats.errors.NoRespondersError,
+            nats.errors.ConnectionClosedError,
+            nats.js.errors.ServiceUnavailableError,
+        ) as exc:
+            last = exc
+            await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
+    raise ConnectionError(f"could not publish to {subject}: {last}")
+
+
+async def get_object(js: JetStreamContext, bucket: str, name: str) -> bytes:
+    """Read an object-store object, chunk by chunk with stream gets, and check its digest.
+
+    nats-py's `ObjectStore.get` streams the chunks through an ordered push consumer and joins
+    them with `bytes +=`; for a 15 MB dataset snapshot that takes about a second, this about
+    a tenth of it.
+    """
+    store = await js.object_store(bucket)
+    info = await store.get_info(name)
+    stream = f"OBJ_{bucket}"
+    subject = f"$O.{bucket}.C.{info.nuid}"
+    parts: list[bytes] = []
+    size = 0
+    seq = 0
+    while size < (info.size or 0):
+        msg = await js.get_msg(stream, seq=seq + 1, subject=subject, next=True)
+        assert msg.data is not None
+        assert msg.seq is not None
+        parts.append(msg.data)
+        size += len(msg.data)
+        seq = msg.seq
+    data = b"".join(parts)
+    expected = base64.urlsafe_b64decode((info.digest or "").split("=", 1)[-1] + "==")
+    if hashlib.sha256(data).digest() != expected[:32]:
+        raise ValueError(f"object {bucket}/{name} is corrupt: its digest does not match")
+    return data

@@ -1,0 +1,234 @@
+"""Training messages: the job request, trial work and results, progress and the job's end."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from tradepulse.common.contracts.base import Contract, Message
+from tradepulse.common.contracts.market import DatasetKey
+
+Optimizer = Literal["random", "bayesian", "grid", "cmaes"]
+Objective = Literal["sharpe_ratio", "net_profit", "sortino_ratio", "calmar_ratio", "profit_factor"]
+RegimeName = Literal["any", "bull", "bear", "sideways"]
+JobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+ParamValues = dict[str, float | int]
+MetricValues = dict[str, float | int | None]
+
+
+class BacktestSettingsModel(Contract):
+    initial_capital: float = Field(default=10000.0, gt=0, allow_inf_nan=False)
+    fee_rate: float = Field(default=0.001, ge=0, lt=1, allow_inf_nan=False)
+    slippage: float = Field(default=0.0005, ge=0, lt=1, allow_inf_nan=False)
+    risk_per_trade: float = Field(default=0.01, gt=0, le=1, allow_inf_nan=False)
+    max_leverage: float = Field(default=3.0, gt=0, le=100, allow_inf_nan=False)
+
+
+class TrainingRequested(Message):
+    """Run an optimization: `n_iterations` trials of `strategy` on one dataset window.
+
+    The window is the last `lookback_candles` candles, or the candles with open time in
+    [start_ms, end_ms); the spec's warm-up bars before it are loaded too.
+    """
+
+    job_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    strategy: str = "LIQUIDITY_SWEEP"
+    dataset: DatasetKey
+    lookback_candles: int | None = Field(default=None, ge=1)
+    start_ms: int | None = Field(default=None, ge=0)
+    end_ms: int | None = Field(default=None, ge=0)
+    regime: RegimeName = "any"
+    optimizer: Optimizer = "random"
+    n_iterations: int = Field(ge=1, le=100_000)
+    seed: int = Field(default=42, ge=0, le=2**63 - 1)
+    objective: Objective = "sharpe_ratio"
+    min_trades: int = Field(default=1, ge=0)
+    settings: BacktestSettingsModel = BacktestSettingsModel()
+    batch_size: int | None = Field(default=None, ge=1, le=1024)
+
+    @model_validator(mode="after")
+    def _one_window(self) -> TrainingRequested:
+        if (self.lookback_candles is None) == (self.start_ms is None):
+            raise ValueError("give either lookback_candles or start_ms (with an optional end_ms)")
+        if self.end_ms is not None and self.start_ms is None:
+            raise ValueError("end_ms needs start_ms")
+        if self.start_ms is not None and self.end_ms is not None and self.end_ms <= self.start_ms:
+            raise ValueError("end_ms must be after start_ms")
+        return self
+
+
+class DataWindow(Contract):
+    """Rows [begin, stop) of a dataset snapshot, trading from row `trade_from` on."""
+
+    snapshot: str
+    content_hash: str
+    begin: int = Field(ge=0)
+    stop: int = Field(ge=1)
+    trade_from: int = Field(ge=0)
+    first_ms: int
+    last_ms: int
+
+
+class TrialSpec(Contract):
+    """One trial of a work item: its number, its parameters, the sampler's state to store."""
+
+    number: int = Field(ge=0)
+    params: ParamValues
+    sampler_state: dict[str, Any] = Field(
+        default_factory=dict, description="the sampler's per-trial state, stored for resumes"
+    )
+
+
+class TrialWork(Message):
+    """A few trials of one job to evaluate; self-contained so that any replica can run them.
+
+    Several trials travel together so that fetching, decoding, storing and acking are paid
+    once per item rather than once per trial (each costs about as much as a backtest).
+    """
+
+    job_id: str
+    strategy: str
+    trials: list[TrialSpec] = Field(min_length=1, max_length=64)
+    window: DataWindow
+    regime: RegimeName
+    settings: BacktestSettingsModel
+    objective: Objective
+    min_trades: int
+
+
+class TrialCompleted(Message):
+    """A trial's result. `value` is None when the trial failed (too few trades, null metric)."""
+
+    job_id: str
+    number: int
+    params: ParamValues
+    state: Literal["complete", "failed"]
+    value: float | None
+    metrics: MetricValues
+    fingerprint: str
+    duration_ms: float
+    replica: str
+    reason: str | None = None
+
+
+class JobProgress(Message):
+    job_id: str
+    status: JobStatus
+    progress: float = Field(ge=0, le=100)
+    trials_done: int
+    n_iterations: int
+    best_value: float | None = None
+    best_trial: int | None = None
+
+
+class JobCompleted(Message):
+    """A finished job with its best configuration: what the registry turns into a config."""
+
+    job_id: str
+    strategy: str
+    dataset: DatasetKey
+    regime: RegimeName
+    optimizer: Optimizer
+    seed: int
+    objective: Objective
+    n_iterations: int
+    best_trial: int
+    best_value: float
+    params: ParamValues
+    metrics: MetricValues
+    fingerprint: str
+    window: DataWindow
+    settings: BacktestSettingsModel
+    sampler: str
+    sampler_version: str
+    batch_size: int
+    code_version: str
+
+
+class JobFailed(Message):
+    job_id: str
+    reason: str
+
+
+class JobCancelled(Message):
+    job_id: str
+
+
+class CancelJob(Message):
+    job_id: str
+
+
+class CancelReply(Message):
+    job_id: str
+    status: JobStatus | None
+    found: bool
+
+
+class GetJob(Message):
+    job_id: str
+
+
+class JobView(Contract):
+    job_id: str
+    status: JobStatus
+    progress: float
+    trials_done: int
+    n_iterations: int
+    request: TrainingRequested
+    best_value: float | None
+    best_trial: int | None
+    best_params: ParamValues | None
+    best_metrics: MetricValues | None
+    error: str | None
+    sampler: str | None
+    sampler_version: str | None
+    batch_size: int | None
+    holder: str | None = Field(default=None, description="the replica holding the job")
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+
+
+class JobReply(Message):
+    job: JobView | None
+
+
+class ListJobs(Message):
+    status: JobStatus | None = None
+    symbol: str | None = None
+    strategy: str | None = None
+    limit: int = Field(default=50, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0)
+
+
+class JobsReply(Message):
+    total: int
+    jobs: list[JobView]
+
+
+class ListTrials(Message):
+    """A page of trials. At most 250 a page: a reply must fit NATS's 1 MB message limit and a
+    trial with its metrics is about 1.2 KB (the gateway joins pages for larger HTTP pages)."""
+
+    job_id: str
+    limit: int = Field(default=100, ge=1, le=250)
+    offset: int = Field(default=0, ge=0)
+
+
+class TrialView(Contract):
+    number: int
+    params: ParamValues
+    state: str
+    value: float | None
+    metrics: MetricValues
+    fingerprint: str
+    duration_ms: float
+    replica: str
+
+
+class TrialsReply(Message):
+    job_id: str
+    total: int
+    trials: list[TrialView]

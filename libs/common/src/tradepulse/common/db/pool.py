@@ -1,0 +1,61 @@
+"""An asyncpg pool that waits for PostgreSQL to come up, and survives its restarts.
+
+asyncpg pools replace a broken connection on the next acquire, so after a server restart the
+first query on a dead connection fails and the next one works; `retrying` wraps that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import asyncpg
+
+T = TypeVar("T")
+
+TRANSIENT = (
+    OSError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.ConnectionFailureError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+
+
+async def create_pool(
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 5,
+    wait: float = 60.0,
+    init: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+) -> asyncpg.Pool:
+    deadline = asyncio.get_running_loop().time() + wait
+    while True:
+        try:
+            pool = await asyncpg.create_pool(
+                dsn, min_size=min_size, max_size=max_size, command_timeout=60, init=init
+            )
+            assert pool is not None
+            return pool
+        except TRANSIENT as exc:
+            if asyncio.get_running_loop().time() >= deadline:
+                raise ConnectionError(f"cannot reach PostgreSQL: {exc}") from exc
+            await asyncio.sleep(0.5)
+
+
+async def retrying(op: Callable[[], Awaitable[T]], *, wait: float = 60.0) -> T:
+    """Run `op`, retrying on connection loss until `wait` seconds have passed."""
+    deadline = asyncio.get_running_loop().time() + wait
+    delay = 0.1
+    while True:
+        try:
+            return await op()
+        except TRANSIENT:
+            if asyncio.get_running_loop().time() >= deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)

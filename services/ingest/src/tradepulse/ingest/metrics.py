@@ -1,0 +1,38 @@
+"""The service's own Prometheus metrics (FastStream's middleware adds per-subject ones)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+
+@dataclass(frozen=True)
+class IngestMetrics:
+    requests: Counter
+    rows_added: Counter
+    duration: Histogram
+
+    @classmethod
+    def register(cls, registry: CollectorRegistry) -> IngestMetrics:
+        return cls(
+            requests=Counter(
+                "tradepulse_ingest_requests",
+                "Ingest requests handled, by source and outcome",
+                ["source", "outcome"],
+                registry=registry,
+            ),
+            rows_added=Counter(
+                "tradepulse_ingest_rows_added",
+                "Candles stored that were not stored before",
+                ["source"],
+                registry=registry,
+            ),
+            duration=Histogram(
+                "tradepulse_ingest_duration_seconds",
+                "Time to handle a successful ingest request, end to end",
+                ["source"],
+                buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+                registry=registry,
+            ),
+        )

@@ -1,0 +1,59 @@
+"""Dataset snapshots in the NATS object store: the only way trainers read candles."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from nats.js import JetStreamContext
+from nats.js.api import ObjectMeta, ObjectMetaOptions
+from nats.js.errors import ObjectNotFoundError
+from nats.js.object_store import ObjectStore
+
+from tradepulse.common.bus import get_object
+from tradepulse.common.errors import InvalidRequestError
+
+# Below NATS's default 1 MB message limit with room for headers.
+SNAPSHOT_CHUNK = 512 * 1024
+
+
+class SnapshotStore(Protocol):
+    async def exists(self, name: str) -> bool: ...
+
+    async def put(self, name: str, data: bytes) -> None: ...
+
+
+class NatsSnapshotStore:
+    """The candles bucket (`Names.candles_bucket`), created by `bus.ensure_streams`."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self._store = store
+
+    async def exists(self, name: str) -> bool:
+        try:
+            await self._store.get_info(name)
+        except ObjectNotFoundError:
+            return False
+        return True
+
+    async def put(self, name: str, data: bytes) -> None:
+        # Large chunks: a trainer reads a snapshot one chunk per round trip.
+        meta = ObjectMeta(name=name, options=ObjectMetaOptions(max_chunk_size=SNAPSHOT_CHUNK))
+        await self._store.put(name, data, meta=meta)
+
+
+class UploadStore(Protocol):
+    async def get(self, name: str) -> bytes: ...
+
+
+class NatsUploadStore:
+    """The uploads bucket (`Names.uploads_bucket`): files the gateway received."""
+
+    def __init__(self, js: JetStreamContext, bucket: str) -> None:
+        self._js = js
+        self._bucket = bucket
+
+    async def get(self, name: str) -> bytes:
+        try:
+            return await get_object(self._js, self._bucket, name)
+        except ObjectNotFoundError as exc:
+            raise InvalidRequestError(f"no uploaded file named {name!r}") from exc

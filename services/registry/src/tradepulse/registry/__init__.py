@@ -1,0 +1,1 @@
+"""TradePulse registry: configurations born from finished training jobs, and their lifecycle."""

@@ -1,0 +1,108 @@
+"""The registry's use cases: plain async functions of (message, deps)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import structlog
+
+from tradepulse.common.contracts.registry import (
+    ConfigPromoted,
+    ConfigReply,
+    ConfigsReply,
+    GetConfig,
+    ListConfigs,
+)
+from tradepulse.common.contracts.subjects import Names
+from tradepulse.common.contracts.training import JobCompleted
+from tradepulse.common.db.pool import retrying
+from tradepulse.common.logging import get_logger
+from tradepulse.registry import lifecycle
+from tradepulse.registry.errors import InvalidRequestError
+from tradepulse.registry.metrics import RegistryMetrics
+from tradepulse.registry.outbox import Outbox
+from tradepulse.registry.repository import Repository
+
+# Below the consumer's ack_wait, so that a retried write does not race a redelivery.
+WRITE_RETRY_S = 20.0
+# A query's caller waits a few seconds at most; one retry rides over a dropped connection.
+READ_RETRY_S = 2.0
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Deps:
+    repo: Repository
+    outbox: Outbox
+    names: Names
+    rules: lifecycle.Rules
+    metrics: RegistryMetrics
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+
+def config_id_for(job_id: str) -> str:
+    """A job's configuration id: the same for every delivery of its JobCompleted."""
+    return "cfg_" + hashlib.sha256(job_id.encode()).hexdigest()[:16]
+
+
+def promotion_message_id(config_id: str, seq: int) -> str:
+    """The id of the seq-th status change: a re-publish of it is a JetStream duplicate."""
+    return f"{config_id}.{seq}"
+
+
+async def record_job(event: JobCompleted, deps: Deps) -> bool:
+    """Turn a finished job into a configuration; False (and nothing written) if it already is one.
+
+    The status, its history row and the ConfigPromoted event commit together; the event is
+    published after the commit, and by the outbox's periodic run if that fails.
+    """
+    config_id = config_id_for(event.job_id)
+    structlog.contextvars.bind_contextvars(job_id=event.job_id, config_id=config_id)
+    try:
+        decision = lifecycle.initial(event.metrics, deps.rules)
+        seq = 1
+        promoted = ConfigPromoted(
+            message_id=promotion_message_id(config_id, seq),
+            config_id=config_id,
+            job_id=event.job_id,
+            from_status=decision.from_status,
+            to_status=decision.to_status,
+            reason=decision.reason,
+            at=deps.clock().isoformat(),
+        )
+        created = await retrying(
+            lambda: deps.repo.create_config(
+                config_id, event, event.message_id, seq, promoted, deps.names.config_promoted
+            ),
+            wait=WRITE_RETRY_S,
+        )
+        if not created:
+            deps.metrics.duplicate_jobs.inc()
+            log.info("job_already_recorded")
+            return False
+        deps.metrics.configs_created.labels(decision.to_status).inc()
+        log.info("config_created", status=decision.to_status, reason=decision.reason)
+        await deps.outbox.try_flush()
+        return True
+    finally:
+        structlog.contextvars.unbind_contextvars("job_id", "config_id")
+
+
+async def list_configs(query: ListConfigs, deps: Deps) -> ConfigsReply:
+    total, items = await retrying(lambda: deps.repo.list_configs(query), wait=READ_RETRY_S)
+    return ConfigsReply(total=total, items=items)
+
+
+async def get_config(query: GetConfig, deps: Deps) -> ConfigReply:
+    """The configuration named by exactly one of config_id and job_id; config=None if unknown."""
+    if (query.config_id is None) == (query.job_id is None):
+        raise InvalidRequestError("give exactly one of config_id and job_id")
+    config = await retrying(
+        lambda: deps.repo.get_config(config_id=query.config_id, job_id=query.job_id),
+        wait=READ_RETRY_S,
+    )
+    return ConfigReply(config=config)

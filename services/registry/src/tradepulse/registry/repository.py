@@ -1,0 +1,257 @@
+"""PostgreSQL access of the registry (schema `registry`); every value is a query parameter.
+
+params, metrics and settings are written with json.dumps into `json` columns and read back
+with json.loads: the float repr round-trips, so the numbers come back bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from tradepulse.common.contracts.registry import ConfigPromoted, ConfigView, ListConfigs
+from tradepulse.common.contracts.training import JobCompleted
+
+_VIEW_COLUMNS = """config_id, job_id, status, strategy, exchange, symbol, timeframe, regime,
+    optimizer, seed, objective, params::text AS params, metrics::text AS metrics, fingerprint,
+    settings::text AS settings, snapshot, content_hash, window_begin, window_stop, trade_from,
+    first_ms, last_ms, sampler, sampler_version, code_version, created_at"""
+
+# Sort keys map onto fixed SQL; nothing the caller sends is ever spliced into a query.
+_SORT_SQL: Mapping[str, str] = {
+    "sharpe_ratio": "(metrics->>'sharpe_ratio')::double precision",
+    "net_profit": "(metrics->>'net_profit')::double precision",
+    "total_trades": "(metrics->>'total_trades')::double precision",
+    "created_at": "created_at",
+}
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    subject: str
+    payload: str
+
+
+def _json(values: Mapping[str, Any]) -> str:
+    # A non-finite float has no JSON form; the contracts serialize it as null, and so do we.
+    return json.dumps(
+        {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in values.items()}
+    )
+
+
+def _view(row: asyncpg.Record, history: list[asyncpg.Record]) -> ConfigView:
+    return ConfigView.model_validate(
+        {
+            "config_id": row["config_id"],
+            "job_id": row["job_id"],
+            "status": row["status"],
+            "strategy": row["strategy"],
+            "dataset": {
+                "exchange": row["exchange"],
+                "symbol": row["symbol"],
+                "timeframe": row["timeframe"],
+            },
+            "regime": row["regime"],
+            "optimizer": row["optimizer"],
+            "seed": row["seed"],
+            "objective": row["objective"],
+            "params": json.loads(row["params"]),
+            "metrics": json.loads(row["metrics"]),
+            "fingerprint": row["fingerprint"],
+            "window": {
+                "snapshot": row["snapshot"],
+                "content_hash": row["content_hash"],
+                "begin": row["window_begin"],
+                "stop": row["window_stop"],
+                "trade_from": row["trade_from"],
+                "first_ms": row["first_ms"],
+                "last_ms": row["last_ms"],
+            },
+            "settings": json.loads(row["settings"]),
+            "sampler": row["sampler"],
+            "sampler_version": row["sampler_version"],
+            "code_version": row["code_version"],
+            "created_at": row["created_at"].isoformat(),
+            "history": [
+                {
+                    "from_status": h["from_status"],
+                    "to_status": h["to_status"],
+                    "reason": h["reason"],
+                    "at": h["at"].isoformat(),
+                }
+                for h in history
+            ],
+        }
+    )
+
+
+class Repository:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def create_config(
+        self,
+        config_id: str,
+        job: JobCompleted,
+        source_message_id: str,
+        seq: int,
+        promoted: ConfigPromoted,
+        subject: str,
+    ) -> bool:
+        """Store the job's configuration, its first status and the event announcing it, at once.
+
+        Returns False, writing nothing, when the job already has a configuration.
+        """
+        at = datetime.fromisoformat(promoted.at)
+        async with self._pool.acquire() as conn, conn.transaction():
+            created = await conn.fetchval(
+                """INSERT INTO registry.configs (
+                    config_id, job_id, status, strategy, exchange, symbol, timeframe, regime,
+                    optimizer, seed, objective, n_iterations, best_trial, best_value, params,
+                    metrics, fingerprint, settings, snapshot, content_hash, window_begin,
+                    window_stop, trade_from, first_ms, last_ms, sampler, sampler_version,
+                    batch_size, code_version, source_message_id, created_at, updated_at)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                    $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $31)
+                ON CONFLICT (job_id) DO NOTHING
+                RETURNING true""",
+                config_id,
+                job.job_id,
+                promoted.to_status,
+                job.strategy,
+                job.dataset.exchange,
+                job.dataset.symbol,
+                job.dataset.timeframe,
+                job.regime,
+                job.optimizer,
+                job.seed,
+                job.objective,
+                job.n_iterations,
+                job.best_trial,
+                job.best_value,
+                _json(job.params),
+                _json(job.metrics),
+                job.fingerprint,
+                _json(job.settings.model_dump()),
+                job.window.snapshot,
+                job.window.content_hash,
+                job.window.begin,
+                job.window.stop,
+                job.window.trade_from,
+                job.window.first_ms,
+                job.window.last_ms,
+                job.sampler,
+                job.sampler_version,
+                job.batch_size,
+                job.code_version,
+                source_message_id,
+                at,
+            )
+            if not created:
+                return False
+            await conn.execute(
+                """INSERT INTO registry.status_history
+                   (config_id, seq, from_status, to_status, reason, at)
+                   VALUES ($1, $2, $3, $4, $5, $6)""",
+                config_id,
+                seq,
+                promoted.from_status,
+                promoted.to_status,
+                promoted.reason,
+                at,
+            )
+            await conn.execute(
+                "INSERT INTO registry.outbox (message_id, subject, payload) VALUES ($1, $2, $3)",
+                promoted.message_id,
+                subject,
+                promoted.to_bytes().decode(),
+            )
+        return True
+
+    async def get_config(
+        self, *, config_id: str | None = None, job_id: str | None = None
+    ) -> ConfigView | None:
+        async with self._pool.acquire() as conn, conn.transaction(readonly=True):
+            row = await conn.fetchrow(
+                f"""SELECT {_VIEW_COLUMNS} FROM registry.configs
+                    WHERE ($1::text IS NULL OR config_id = $1)
+                      AND ($2::text IS NULL OR job_id = $2)""",
+                config_id,
+                job_id,
+            )
+            if row is None:
+                return None
+            history = await conn.fetch(
+                """SELECT from_status, to_status, reason, at FROM registry.status_history
+                   WHERE config_id = $1 ORDER BY seq""",
+                row["config_id"],
+            )
+        return _view(row, list(history))
+
+    async def list_configs(self, query: ListConfigs) -> tuple[int, list[ConfigView]]:
+        """The matching total and one page of configurations, sorted with nulls last."""
+        where: list[str] = []
+        args: list[Any] = []
+
+        def condition(sql: str, value: Any) -> None:
+            args.append(value)
+            where.append(sql.replace("?", f"${len(args)}"))
+
+        if query.status is not None:
+            condition("status = ?", query.status)
+        if query.min_sharpe is not None:
+            condition(f"{_SORT_SQL['sharpe_ratio']} >= ?", query.min_sharpe)
+        if query.min_trades is not None:
+            condition(f"{_SORT_SQL['total_trades']} >= ?", float(query.min_trades))
+        if query.symbol is not None:
+            condition("symbol = ?", query.symbol)
+        if query.strategy is not None:
+            condition("strategy = ?", query.strategy)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        direction = "DESC" if query.descending else "ASC"
+        order = f"{_SORT_SQL[query.sort]} {direction} NULLS LAST, config_id"
+        page = len(args)
+        # One snapshot for the count, the page and its histories, so they agree.
+        async with (
+            self._pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            total = await conn.fetchval(f"SELECT count(*) FROM registry.configs {clause}", *args)
+            rows = await conn.fetch(
+                f"""SELECT {_VIEW_COLUMNS} FROM registry.configs {clause}
+                    ORDER BY {order} LIMIT ${page + 1} OFFSET ${page + 2}""",
+                *args,
+                query.limit,
+                query.offset,
+            )
+            history = await conn.fetch(
+                """SELECT config_id, from_status, to_status, reason, at
+                   FROM registry.status_history WHERE config_id = ANY($1::text[])
+                   ORDER BY config_id, seq""",
+                [r["config_id"] for r in rows],
+            )
+        by_config: dict[str, list[asyncpg.Record]] = {}
+        for h in history:
+            by_config.setdefault(h["config_id"], []).append(h)
+        return total, [_view(r, by_config.get(r["config_id"], [])) for r in rows]
+
+    async def unsent(self, limit: int) -> list[OutboxRow]:
+        rows = await self._pool.fetch(
+            """SELECT id, subject, payload FROM registry.outbox
+               WHERE sent_at IS NULL ORDER BY id LIMIT $1""",
+            limit,
+        )
+        return [OutboxRow(id=r["id"], subject=r["subject"], payload=r["payload"]) for r in rows]
+
+    async def mark_sent(self, outbox_id: int) -> None:
+        await self._pool.execute(
+            "UPDATE registry.outbox SET sent_at = now() WHERE id = $1 AND sent_at IS NULL",
+            outbox_id,
+        )

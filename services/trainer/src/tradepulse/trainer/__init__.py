@@ -1,0 +1,1 @@
+"""TradePulse trainer service: holds training jobs and evaluates trials for every job."""

@@ -1,0 +1,17 @@
+"""Trainer errors: a JobError ends a job as `failed` with its message as the reason."""
+
+from __future__ import annotations
+
+from tradepulse.common.errors import ServiceError
+
+
+class JobError(ServiceError):
+    """The job cannot run as asked (no data, a window longer than the data, ...)."""
+
+
+class JobHeldElsewhereError(ServiceError):
+    """Another live replica holds the job (a duplicated request): try again after its lease."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"job {job_id} is held by another replica")

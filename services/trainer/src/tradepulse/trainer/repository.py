@@ -1,0 +1,263 @@
+"""The trainer's tables (schema `training`): jobs and trials. Parameterized SQL only.
+
+Every write is idempotent: a job is inserted once, a trial once per (job, number), and a
+job's status only moves forward (a terminal status is never overwritten).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from tradepulse.common.contracts.training import TrainingRequested, TrialCompleted
+from tradepulse.common.db.pool import retrying
+
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    # json.dumps writes floats as their shortest repr and a `json` column keeps that text.
+    await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+@dataclass(frozen=True)
+class StoredTrial:
+    number: int
+    params: dict[str, float | int]
+    state: str
+    value: float | None
+    metrics: dict[str, Any]
+    fingerprint: str
+    duration_ms: float
+    replica: str
+    reason: str | None
+    system_attrs: dict[str, Any]
+
+
+class TrainingRepository:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def _execute(self, sql: str, *args: Any) -> str:
+        async def op() -> str:
+            return str(await self.pool.execute(sql, *args))
+
+        return await retrying(op)
+
+    async def _fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        async def op() -> asyncpg.Record | None:
+            return await self.pool.fetchrow(sql, *args)
+
+        return await retrying(op)
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        async def op() -> list[asyncpg.Record]:
+            return list(await self.pool.fetch(sql, *args))
+
+        return await retrying(op)
+
+    async def create_job(self, request: TrainingRequested) -> asyncpg.Record:
+        await self._execute(
+            """INSERT INTO training.jobs (job_id, request, status, n_iterations)
+               VALUES ($1, $2, 'queued', $3) ON CONFLICT (job_id) DO NOTHING""",
+            request.job_id,
+            request.model_dump(mode="json"),
+            request.n_iterations,
+        )
+        row = await self.get_job(request.job_id)
+        assert row is not None
+        return row
+
+    async def get_job(self, job_id: str) -> asyncpg.Record | None:
+        return await self._fetchrow("SELECT * FROM training.jobs WHERE job_id = $1", job_id)
+
+    async def take_job(self, job_id: str, holder: str, lease_s: float) -> bool:
+        """Lease a job to `holder`; False while another live replica holds it."""
+        row = await self._fetchrow(
+            """UPDATE training.jobs
+               SET holder = $2, lease_until = now() + make_interval(secs => $3), updated_at = now()
+               WHERE job_id = $1 AND status IN ('queued', 'running')
+                 AND (holder IS NULL OR holder = $2 OR lease_until < now())
+               RETURNING job_id""",
+            job_id,
+            holder,
+            lease_s,
+        )
+        return row is not None
+
+    async def renew_lease(self, job_id: str, holder: str, lease_s: float) -> None:
+        await self._execute(
+            """UPDATE training.jobs SET lease_until = now() + make_interval(secs => $3)
+               WHERE job_id = $1 AND holder = $2""",
+            job_id,
+            holder,
+            lease_s,
+        )
+
+    async def start_job(
+        self,
+        job_id: str,
+        *,
+        sampler: str,
+        sampler_version: str,
+        batch_size: int,
+        window: dict[str, Any],
+    ) -> None:
+        await self._execute(
+            """UPDATE training.jobs
+               SET status = 'running', sampler = $2, sampler_version = $3,
+                   batch_size = $4, data_window = COALESCE(data_window, $5),
+                   started_at = COALESCE(started_at, now()), updated_at = now()
+               WHERE job_id = $1 AND status IN ('queued', 'running')""",
+            job_id,
+            sampler,
+            sampler_version,
+            batch_size,
+            window,
+        )
+
+    async def stored_trials(self, job_id: str) -> list[StoredTrial]:
+        rows = await self._fetch(
+            """SELECT number, params, state, value, metrics, fingerprint, duration_ms, replica,
+                      reason, system_attrs
+               FROM training.trials WHERE job_id = $1 ORDER BY number""",
+            job_id,
+        )
+        return [StoredTrial(**dict(r)) for r in rows]
+
+    async def trials_in(self, job_id: str, numbers: Iterable[int]) -> dict[int, StoredTrial]:
+        rows = await self._fetch(
+            """SELECT number, params, state, value, metrics, fingerprint, duration_ms, replica,
+                      reason, system_attrs
+               FROM training.trials WHERE job_id = $1 AND number = ANY($2::int[])""",
+            job_id,
+            list(numbers),
+        )
+        return {r["number"]: StoredTrial(**dict(r)) for r in rows}
+
+    async def insert_trials(self, trials: list[tuple[TrialCompleted, dict[str, Any]]]) -> None:
+        """Store trials in one round trip; a trial already stored (a redelivered work item)
+        is left as it is."""
+
+        async def op() -> None:
+            await self.pool.executemany(
+                """INSERT INTO training.trials (job_id, number, params, state, value, metrics,
+                       fingerprint, duration_ms, replica, reason, system_attrs)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                   ON CONFLICT (job_id, number) DO NOTHING""",
+                [
+                    (
+                        r.job_id,
+                        r.number,
+                        r.params,
+                        r.state,
+                        r.value,
+                        r.metrics,
+                        r.fingerprint,
+                        r.duration_ms,
+                        r.replica,
+                        r.reason,
+                        attrs,
+                    )
+                    for r, attrs in trials
+                ],
+            )
+
+        await retrying(op)
+
+    async def update_progress(
+        self,
+        job_id: str,
+        *,
+        trials_done: int,
+        progress: float,
+        best_trial: int | None,
+        best_value: float | None,
+    ) -> None:
+        await self._execute(
+            """UPDATE training.jobs
+               SET trials_done = $2, progress = $3, best_trial = $4, best_value = $5,
+                   updated_at = now()
+               WHERE job_id = $1 AND status = 'running'""",
+            job_id,
+            trials_done,
+            progress,
+            best_trial,
+            best_value,
+        )
+
+    async def finish(self, job_id: str, status: str, *, error: str | None = None) -> bool:
+        """Move a job to a terminal status; False if it already had one."""
+        result = await self._execute(
+            """UPDATE training.jobs
+               SET status = $2, error = $3, finished_at = now(), updated_at = now(),
+                   progress = CASE WHEN $2 = 'completed' THEN 100 ELSE progress END
+               WHERE job_id = $1 AND status NOT IN ('completed', 'failed', 'cancelled')""",
+            job_id,
+            status,
+            error,
+        )
+        return result.endswith(" 1")
+
+    async def request_cancel(self, job_id: str) -> asyncpg.Record | None:
+        """Flag a job for cancellation; a job no replica holds yet is cancelled at once."""
+        return await self._fetchrow(
+            """UPDATE training.jobs
+               SET cancel_requested = true, updated_at = now(),
+                   status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
+                   finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END
+               WHERE job_id = $1
+               RETURNING job_id, status""",
+            job_id,
+        )
+
+    async def cancel_requested(self, job_id: str) -> bool:
+        row = await self._fetchrow(
+            "SELECT cancel_requested FROM training.jobs WHERE job_id = $1", job_id
+        )
+        return bool(row and row["cancel_requested"])
+
+    async def list_trials(
+        self, job_id: str, limit: int, offset: int
+    ) -> tuple[int, list[StoredTrial]]:
+        total_row = await self._fetchrow(
+            "SELECT count(*) AS n FROM training.trials WHERE job_id = $1", job_id
+        )
+        rows = await self._fetch(
+            """SELECT number, params, state, value, metrics, fingerprint, duration_ms, replica,
+                      reason, system_attrs
+               FROM training.trials WHERE job_id = $1 ORDER BY number LIMIT $2 OFFSET $3""",
+            job_id,
+            limit,
+            offset,
+        )
+        return int(total_row["n"] if total_row else 0), [StoredTrial(**dict(r)) for r in rows]
+
+    async def list_jobs(
+        self, status: str | None, symbol: str | None, strategy: str | None, limit: int, offset: int
+    ) -> tuple[int, list[str]]:
+        """Job ids, newest first, with the total matching the filters."""
+        where = """($1::text IS NULL OR status = $1)
+                   AND ($2::text IS NULL OR request->'dataset'->>'symbol' = $2)
+                   AND ($3::text IS NULL OR request->>'strategy' = $3)"""
+        total = await self._fetchrow(
+            f"SELECT count(*) AS n FROM training.jobs WHERE {where}", status, symbol, strategy
+        )
+        rows = await self._fetch(
+            f"""SELECT job_id FROM training.jobs WHERE {where}
+                ORDER BY created_at DESC, job_id LIMIT $4 OFFSET $5""",
+            status,
+            symbol,
+            strategy,
+            limit,
+            offset,
+        )
+        return int(total["n"] if total else 0), [r["job_id"] for r in rows]
+
+    async def jobs_by_status(self) -> dict[str, int]:
+        rows = await self._fetch("SELECT status, count(*) AS n FROM training.jobs GROUP BY status")
+        return {r["status"]: int(r["n"]) for r in rows}

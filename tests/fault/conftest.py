@@ -1,0 +1,5 @@
+"""Fault tests use the same real servers and per-test isolation as the integration tests."""
+
+from tests.integration.conftest import database, env, names, quick_redelivery
+
+__all__ = ["database", "env", "names", "quick_redelivery"]

@@ -1,0 +1,197 @@
+"""Faults with real processes: a killed job holder, duplicated messages, PostgreSQL restarting.
+
+Each test runs the same request twice, once undisturbed and once with the fault, and
+requires the same trials and the same configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import uuid
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tradepulse.common.bus import connect, publish
+from tradepulse.common.contracts.training import TrainingRequested, TrialSpec, TrialWork
+
+from ..integration.conftest import Env
+from ..integration.flows import Client, excerpt, outcome, running_system, training_request
+
+pytestmark = pytest.mark.usefixtures("quick_redelivery")
+
+
+def request(**overrides: object) -> TrainingRequested:
+    """Long enough (160 TPE trials) for a fault to land mid-job."""
+    fields: dict[str, object] = {
+        "lookback_candles": 6000,
+        "optimizer": "bayesian",
+        "n_iterations": 160,
+    }
+    return training_request(**{**fields, **overrides})
+
+
+async def test_killing_the_replica_holding_a_job_changes_nothing(
+    env: Env, tmp_path: Path, shared_candles_path: Path
+) -> None:
+    data = excerpt(shared_candles_path, 10_000, tmp_path / "btc.csv")
+    async with (
+        running_system(
+            tmp_path, env.names, trainers=2, nats_url=env.nats_url, database_url=env.database_url
+        ) as system,
+        Client.connect(env.nats_url, env.names) as client,
+    ):
+        await client.ingest_file(data)
+        calm = request()
+        await client.submit(calm)
+        assert (await client.wait_job(calm.job_id)).status == "completed"
+
+        hit = request()
+        await client.submit(hit)
+        await client.wait_trials_done(hit.job_id, 40)
+        view = await client.job(hit.job_id)
+        assert view is not None
+        assert view.holder is not None
+        assert view.status == "running", "the job must still be running when its holder dies"
+        system.kill(view.holder)
+        done = await client.wait_job(hit.job_id, within=120)
+        assert done.status == "completed", done.error
+        # Taken over by the other replica, or by the killed one's replacement (same name).
+        assert done.trials_done == hit.n_iterations
+
+        assert outcome(await client.trials(hit.job_id)) == outcome(await client.trials(calm.job_id))
+        a = await client.config_for_job(calm.job_id)
+        b = await client.config_for_job(hit.job_id)
+        assert (a.params, a.fingerprint, a.metrics) == (b.params, b.fingerprint, b.metrics)
+
+
+async def test_duplicated_messages_store_nothing_twice(
+    env: Env, tmp_path: Path, shared_candles_path: Path
+) -> None:
+    data = excerpt(shared_candles_path, 8_000, tmp_path / "btc.csv")
+    async with (
+        running_system(
+            tmp_path, env.names, trainers=2, nats_url=env.nats_url, database_url=env.database_url
+        ),
+        Client.connect(env.nats_url, env.names) as client,
+    ):
+        await client.ingest_file(data)
+        job = request(optimizer="random", n_iterations=48)
+        # The same job twice as two distinct messages (not a JetStream duplicate): a client
+        # retrying after a lost reply.
+        await client.submit(job)
+        await client.submit(job.model_copy(update={"message_id": uuid.uuid4().hex}))
+        assert (await client.wait_job(job.job_id)).status == "completed"
+        first = outcome(await client.trials(job.job_id))
+        config = await client.config_for_job(job.job_id)
+
+        # A trial work item delivered again after the job ended.
+        view = await client.job(job.job_id)
+        assert view is not None
+        replay = TrialWork(
+            message_id=uuid.uuid4().hex,
+            job_id=job.job_id,
+            strategy=job.strategy,
+            trials=[TrialSpec(number=3, params=first[3][1])],
+            window=config.window,
+            regime=job.regime,
+            settings=job.settings,
+            objective=job.objective,
+            min_trades=job.min_trades,
+        )
+        await publish(client.js, client.names.trial_work, replay)
+        await client.submit(job.model_copy(update={"message_id": uuid.uuid4().hex}))
+        await asyncio.sleep(2.0)  # give the duplicates time to be (not) applied
+
+        assert outcome(await client.trials(job.job_id)) == first
+        assert (await client.config_for_job(job.job_id)).config_id == config.config_id
+        conn = await asyncpg.connect(env.database_url)
+        try:
+            assert (
+                await conn.fetchval(
+                    "SELECT count(*) FROM registry.configs WHERE job_id = $1", job.job_id
+                )
+                == 1
+            )
+            assert (
+                await conn.fetchval(
+                    "SELECT count(*) FROM registry.status_history h JOIN registry.configs c "
+                    "USING (config_id) WHERE c.job_id = $1",
+                    job.job_id,
+                )
+                == 1
+            )
+        finally:
+            await conn.close()
+
+
+async def test_postgresql_restarted_mid_job_the_job_completes_the_same(
+    env: Env, tmp_path: Path, shared_candles_path: Path
+) -> None:
+    data = excerpt(shared_candles_path, 10_000, tmp_path / "btc.csv")
+    # Its own PostgreSQL server (the supervisor's embedded one), so the restart hurts no
+    # other test; NATS is the shared one.
+    async with (
+        running_system(
+            tmp_path, env.names, trainers=2, nats_url=env.nats_url, database_url=None
+        ) as system,
+        Client.connect(env.nats_url, env.names) as client,
+    ):
+        await client.ingest_file(data)
+        calm = request()
+        await client.submit(calm)
+        assert (await client.wait_job(calm.job_id)).status == "completed"
+
+        hit = request()
+        await client.submit(hit)
+        await client.wait_trials_done(hit.job_id, 40)
+        view = await client.job(hit.job_id)
+        assert view is not None
+        assert view.status == "running", "the job must still be running when PostgreSQL dies"
+        system.kill("postgres")
+        done = await client.wait_job(hit.job_id, within=150)
+        assert done.status == "completed", done.error
+        assert outcome(await client.trials(hit.job_id)) == outcome(await client.trials(calm.job_id))
+        a = await client.config_for_job(calm.job_id)
+        b = await client.config_for_job(hit.job_id, within=60)
+        assert (a.params, a.fingerprint) == (b.params, b.fingerprint)
+
+
+async def test_a_trainer_stops_on_sigterm_even_when_its_database_is_gone(
+    env: Env, tmp_path: Path
+) -> None:
+    log = (tmp_path / "trainer.log").open("w")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tradepulse.trainer",
+        env=env.as_environ(TP_REPLICA="trainer-x"),
+        stdout=log,
+        stderr=log,
+    )
+    nc = await connect(env.nats_url, "test")
+    try:
+        deadline = asyncio.get_running_loop().time() + 60
+        while True:
+            try:
+                await nc.request(env.names.ping("trainer"), b"", timeout=0.5)
+                break
+            except Exception:
+                assert asyncio.get_running_loop().time() < deadline, "trainer never got ready"
+        name = env.database_url.rsplit("/", 1)[1]
+        admin = await asyncpg.connect(env.database_url.rsplit("/", 1)[0] + "/postgres")
+        try:
+            await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), 20)
+        assert code == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await nc.close()
+        log.close()

@@ -1,0 +1,94 @@
+"""Fixtures for tests against the real NATS and PostgreSQL servers.
+
+Each test gets its own NATS namespace (streams, subjects, buckets) and its own database, so
+tests never see each other's messages or rows, and both are removed afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+import pytest
+
+from tradepulse.common.bus import connect, ensure_streams, stream_configs
+from tradepulse.common.contracts.subjects import Names
+
+NATS_URL = os.environ.get("TEST_NATS_URL", "nats://127.0.0.1:4222")
+ADMIN_DSN = os.environ.get(
+    "TEST_DATABASE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def _dsn_for(database: str) -> str:
+    base, _, _ = ADMIN_DSN.rpartition("/")
+    return f"{base}/{database}"
+
+
+@dataclass(frozen=True)
+class Env:
+    """Where a test's services connect: pass `as_environ()` to service processes."""
+
+    names: Names
+    nats_url: str
+    database_url: str
+
+    def as_environ(self, **extra: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "NATS_URL": self.nats_url,
+            "DATABASE_URL": self.database_url,
+            "TP_NAMESPACE": self.names.prefix,
+            "LOG_JSON": "1",
+            **extra,
+        }
+
+
+@pytest.fixture
+async def database() -> AsyncIterator[str]:
+    name = f"tp_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield _dsn_for(name)
+    admin = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def names() -> AsyncIterator[Names]:
+    n = Names(f"t{uuid.uuid4().hex[:10]}")
+    nc = await connect(NATS_URL, "test-setup")
+    js = nc.jetstream()
+    await ensure_streams(js, n)
+    yield n
+    # Cleanup must not hide the test's own outcome.
+    for config in stream_configs(n):
+        with contextlib.suppress(Exception):
+            await js.delete_stream(config.name)
+    for bucket in (n.candles_bucket, n.uploads_bucket):
+        with contextlib.suppress(Exception):
+            await js.delete_object_store(bucket)
+    await nc.close()
+
+
+@pytest.fixture
+def env(names: Names, database: str) -> Env:
+    return Env(names=names, nats_url=NATS_URL, database_url=database)
+
+
+@pytest.fixture
+def quick_redelivery(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Short ack waits and leases, so that a job or trial of a dead replica comes back fast."""
+    monkeypatch.setenv("TRAINER_JOB_ACK_WAIT", "3")
+    monkeypatch.setenv("TRAINER_TRIAL_ACK_WAIT", "3")
+    monkeypatch.setenv("TRAINER_LEASE_SECONDS", "4")

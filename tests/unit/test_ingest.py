@@ -1,0 +1,89 @@
+"""The ingest service's pure parts: range planning, snapshot names, the COPY codec, file paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tradepulse.common.contracts.market import DatasetKey
+from tradepulse.common.errors import InvalidRequestError
+from tradepulse.ingest.datasets import snapshot_name
+from tradepulse.ingest.exchange import plan_range
+from tradepulse.ingest.files import resolve
+from tradepulse.ingest.repository import COLUMNS, decode_copy, encode_copy
+from tradepulse.quant import Candles
+
+TF = 300_000
+NOW = 1_700_000_100_000  # on the 5m grid
+
+
+def _plan(
+    *, since_ms: int | None = None, until_ms: int | None = None, last_stored_ms: int | None = None
+) -> tuple[int, int]:
+    return plan_range(
+        timeframe_ms=TF,
+        since_ms=since_ms,
+        until_ms=until_ms,
+        last_stored_ms=last_stored_ms,
+        now_ms=NOW,
+        default_lookback=10,
+    )
+
+
+def test_a_new_dataset_without_since_gets_the_last_closed_candles() -> None:
+    since, until = _plan()
+    # The candle opening at NOW is still forming; the last closed one opened at NOW - TF.
+    assert until == NOW - TF + 1
+    assert since == NOW - 10 * TF
+
+
+def test_a_pull_resumes_after_the_last_stored_candle_unless_since_is_later() -> None:
+    last = NOW - 100 * TF
+    assert _plan(last_stored_ms=last)[0] == last + TF
+    assert _plan(last_stored_ms=last, since_ms=last - 50 * TF)[0] == last + TF
+    assert _plan(last_stored_ms=last, since_ms=last)[0] == last + TF
+    assert _plan(last_stored_ms=last, since_ms=last + 7 * TF)[0] == last + 7 * TF
+
+
+def test_until_never_reaches_a_candle_that_has_not_closed() -> None:
+    assert _plan(since_ms=0, until_ms=NOW + 10 * TF) == (0, NOW - TF + 1)
+    assert _plan(since_ms=0, until_ms=NOW - 5 * TF) == (0, NOW - 5 * TF)
+
+
+def test_snapshot_names_are_nats_safe_and_content_addressed() -> None:
+    key = DatasetKey(exchange="binanceusdm", symbol="BTC/USDT:USDT", timeframe="1h")
+    name = snapshot_name(key, "ab" * 32)
+    assert name == "binanceusdm.BTC-USDT-USDT.1h.abababababababab"
+
+
+def test_the_binary_copy_codec_round_trips_exactly() -> None:
+    rng = np.random.default_rng(3)
+    n = 257
+    close = rng.uniform(100, 200, n)
+    candles = Candles.from_arrays(
+        1_600_000_000_000 + TF * np.arange(n),
+        close,
+        close * 1.01,
+        close * 0.99,
+        close,
+        rng.uniform(0, 5, n),
+        timeframe_seconds=300,
+    )
+    columns = decode_copy(encode_copy(candles))
+    for name, column in zip(COLUMNS, columns, strict=True):
+        np.testing.assert_array_equal(column, getattr(candles, name))
+    with pytest.raises(ValueError, match="COPY"):
+        decode_copy(encode_copy(candles)[:-3])
+
+
+def test_file_paths_stay_inside_the_root_when_one_is_set(tmp_path: Path) -> None:
+    assert resolve("/data/btc.csv", None) == Path("/data/btc.csv")
+    with pytest.raises(InvalidRequestError, match="absolute"):
+        resolve("btc.csv", None)
+    assert resolve("sub/btc.csv", tmp_path) == tmp_path.resolve() / "sub" / "btc.csv"
+    with pytest.raises(InvalidRequestError, match="outside"):
+        resolve("../elsewhere.csv", tmp_path)
+    with pytest.raises(InvalidRequestError, match="outside"):
+        resolve("/etc/passwd", tmp_path)
