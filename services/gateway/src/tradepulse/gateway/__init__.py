@@ -1,0 +1,1 @@
+"""TradePulse gateway: the HTTP API. Owns nothing but API keys; talks to the services over NATS."""

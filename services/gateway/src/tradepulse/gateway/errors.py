@@ -1,0 +1,163 @@
+"""HTTP errors: one body shape for every 4xx and 5xx, and the exception handlers that make it.
+
+Every error answers `{"detail": "<one readable line>", "request_id": "..."}`; validation
+errors (422) add `"errors": [{"field": "n_iterations", "reason": "..."}, ...]` naming each
+field (`body` for the request body as a whole, e.g. malformed JSON).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tradepulse.common.logging import get_logger
+
+log = get_logger(__name__)
+
+RETRY_AFTER_S = 2
+
+# The answers every API route may give besides its own, for the OpenAPI document.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or invalid API key"},
+    422: {"description": "invalid input; `errors` names each field and the reason"},
+    503: {"description": "NATS or a service is unavailable; nothing was done (see Retry-After)"},
+}
+
+
+class ApiError(Exception):
+    """An error the gateway answers on purpose; `detail` is shown to the user as is."""
+
+    status_code = 400
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: Sequence[Mapping[str, str]] = (),
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = list(errors)
+        self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+
+
+class NotFoundError(ApiError):
+    status_code = 404
+
+
+class ConflictError(ApiError):
+    status_code = 409
+
+
+class InvalidInputError(ApiError):
+    """Bad input found by a check beyond the schema (no data for the symbol, ...)."""
+
+    status_code = 422
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}", errors=[{"field": field, "reason": reason}])
+
+
+class UnavailableError(ApiError):
+    """NATS or the service that must answer is away: nothing was done; try again later."""
+
+    status_code = 503
+
+    def __init__(self, detail: str, *, extra: Mapping[str, Any] | None = None) -> None:
+        super().__init__(detail, headers={"Retry-After": str(RETRY_AFTER_S)}, extra=extra)
+
+
+class UpstreamTimeoutError(ApiError):
+    status_code = 504
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+def field_name(loc: Sequence[int | str]) -> str:
+    """("body", "settings", "fee_rate") -> "settings.fee_rate"; ("query", "limit") -> "limit"."""
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header", "form"):
+        parts = parts[1:] or parts[:1]
+    return ".".join(parts) or "body"
+
+
+def describe_validation(errors: Sequence[Any]) -> list[dict[str, str]]:
+    out = []
+    for error in errors:
+        loc = error.get("loc", ())
+        kind = error.get("type", "")
+        message = str(error.get("msg", "invalid"))
+        if kind == "json_invalid":
+            # The position FastAPI puts in `loc` is a character offset, not a field.
+            ctx = error.get("ctx") or {}
+            reason = ctx.get("error", message)
+            out.append({"field": "body", "reason": f"malformed JSON: {reason}"})
+            continue
+        if kind == "extra_forbidden":
+            message = "unknown field"
+        elif kind == "missing":
+            message = "required"
+        # pydantic prefixes the messages of custom validators with "Value error, ".
+        message = message.removeprefix("Value error, ")
+        out.append({"field": field_name(loc), "reason": message})
+    return out
+
+
+def _body(request: Request, detail: str, **extra: Any) -> dict[str, Any]:
+    return {"detail": detail, "request_id": request_id(request), **extra}
+
+
+def request_id(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id", ""))
+
+
+def install(app: FastAPI) -> None:
+    async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        extra: dict[str, Any] = dict(exc.extra)
+        if exc.errors:
+            extra["errors"] = exc.errors
+        return JSONResponse(
+            _body(request, exc.detail, **extra), status_code=exc.status_code, headers=exc.headers
+        )
+
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = describe_validation(exc.errors())
+        detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors) or "invalid request"
+        return JSONResponse(_body(request, detail, errors=errors), status_code=422)
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400:
+            # FastAPI and Starlette answer 400 for a body they cannot even parse (bytes that
+            # are not UTF-8, a broken multipart form): to the user, that is malformed input.
+            reason = f"malformed body: {exc.__cause__ or exc.detail}"
+            errors = [{"field": "body", "reason": reason}]
+            return JSONResponse(_body(request, f"body: {reason}", errors=errors), status_code=422)
+        return JSONResponse(
+            _body(request, str(exc.detail)),
+            status_code=exc.status_code,
+            headers=dict(exc.headers or {}),
+        )
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("request_failed", exc_info=exc)
+        return JSONResponse(
+            _body(request, "internal error; the request id is in the gateway's log"),
+            status_code=500,
+        )
+
+    app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,222 @@
+"""A job's live progress as server-sent events.
+
+Events, in order: `state` (the job as it is, first), then `progress` (percent never goes
+down), `best` (a new best trial, with its parameters and metrics), and one closing event
+named after the terminal status (`completed`, `failed`, `cancelled`) carrying the final job;
+the stream then ends. A completed job's last `progress` is 100.0. Comment lines (`: ...`)
+keep idle connections open.
+
+The events come from NATS (the job's progress subject and the terminal-event subjects); the
+job is also fetched every `poll_s` seconds, so an event missed while NATS reconnected only
+delays the stream, never stalls it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from tradepulse.common.contracts.training import (
+    TERMINAL_STATUSES,
+    JobProgress,
+    JobView,
+)
+from tradepulse.common.logging import get_logger
+from tradepulse.gateway.backend import decode, unsubscribe_all
+from tradepulse.gateway.errors import ApiError
+from tradepulse.gateway.jobs import config_id_of, find_job
+from tradepulse.gateway.schemas import BestSoFar, job_out
+from tradepulse.gateway.state import Gateway
+
+QUEUE_SIZE = 256
+FINAL_STATE_WAIT_S = 3.0
+
+log = get_logger(__name__)
+
+
+class JobStream:
+    def __init__(self, gw: Gateway, job_id: str, first: JobView) -> None:
+        self.gw = gw
+        self.job_id = job_id
+        self.view = first
+        self.progress = -1.0
+        self.trials_done = -1
+        self.best_trial: int | None = None
+        self.seq = 0
+        self.queue: asyncio.Queue[JobProgress | str] = asyncio.Queue(QUEUE_SIZE)
+
+    def _event(self, name: str, data: Any) -> bytes:
+        self.seq += 1
+        payload = json.dumps(data, separators=(",", ":"), allow_nan=False)
+        return f"id: {self.seq}\nevent: {name}\ndata: {payload}\n\n".encode()
+
+    async def _on_progress(self, msg: Msg) -> None:
+        event = decode(JobProgress, msg.data)
+        if event is not None:
+            with contextlib.suppress(asyncio.QueueFull):  # the next poll catches up
+                self.queue.put_nowait(event)
+
+    async def _on_terminal(self, msg: Msg) -> None:
+        # Every job's terminal events share these subjects: a cheap look before decoding.
+        if self.job_id.encode() not in msg.data:
+            return
+        try:
+            body = json.loads(msg.data)
+        except ValueError:
+            return
+        if isinstance(body, dict) and body.get("job_id") == self.job_id:
+            with contextlib.suppress(asyncio.QueueFull):
+                self.queue.put_nowait("terminal")
+
+    async def _subscribe(self) -> list[Subscription]:
+        names = self.gw.names
+        backend = self.gw.backend
+        subs = [await backend.subscribe(names.job_progress(self.job_id), self._on_progress)]
+        for subject in (names.job_completed, names.job_failed, names.job_cancelled):
+            subs.append(await backend.subscribe(subject, self._on_terminal))
+        return subs
+
+    async def _fetch(self) -> JobView | None:
+        try:
+            return await find_job(self.gw, self.job_id)
+        except ApiError as exc:
+            log.info("live_fetch_failed", job_id=self.job_id, error=exc.detail)
+            return None
+
+    def _progress_event(
+        self,
+        progress: float,
+        status: str,
+        trials_done: int,
+        best_value: float | None,
+        best_trial: int | None,
+    ) -> bytes | None:
+        value = round(progress, 1)
+        if value < self.progress or (value == self.progress and trials_done <= self.trials_done):
+            return None
+        self.progress = value
+        self.trials_done = max(self.trials_done, trials_done)
+        return self._event(
+            "progress",
+            {
+                "job_id": self.job_id,
+                "status": status,
+                "progress": value,
+                "trials_done": trials_done,
+                "n_iterations": self.view.n_iterations,
+                "best_value": best_value,
+                "best_trial": best_trial,
+            },
+        )
+
+    async def _best_event(self, best_trial: int | None) -> bytes | None:
+        if best_trial is None or best_trial == self.best_trial:
+            return None
+        view = await self._fetch()
+        if view is None or view.best_trial is None:
+            return None
+        self.view = view
+        self.best_trial = view.best_trial
+        best = BestSoFar(
+            value=view.best_value,
+            trial=view.best_trial,
+            params=view.best_params,
+            metrics=view.best_metrics,
+        )
+        return self._event("best", best.model_dump())
+
+    async def _from_view(self, view: JobView) -> AsyncIterator[bytes]:
+        self.view = view
+        event = self._progress_event(
+            view.progress, view.status, view.trials_done, view.best_value, view.best_trial
+        )
+        if event is not None and view.status not in TERMINAL_STATUSES:
+            yield event
+        best = await self._best_event(view.best_trial)
+        if best is not None:
+            yield best
+
+    async def _final(self) -> AsyncIterator[bytes]:
+        """The closing events, from the job as stored once its terminal event arrived."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + FINAL_STATE_WAIT_S
+        view = await self._fetch() or self.view
+        while view.status not in TERMINAL_STATUSES and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+            view = await self._fetch() or view
+        best = await self._best_event(view.best_trial)
+        if best is not None:
+            yield best
+        if view.status == "completed":
+            event = self._progress_event(
+                100.0, view.status, view.trials_done, view.best_value, view.best_trial
+            )
+            if event is not None:
+                yield event
+        config_id = await config_id_of(self.gw, view)
+        yield self._event(view.status, job_out(view, config_id).model_dump())
+
+    async def events(self) -> AsyncIterator[bytes]:
+        self.gw.metrics.live_streams.inc()
+        subs: list[Subscription] = []
+        try:
+            subs = await self._subscribe()
+            # Fetched again after subscribing: nothing that happened in between is missed.
+            view = await self._fetch() or self.view
+            self.view = view
+            self.progress = round(view.progress, 1)
+            self.trials_done = view.trials_done
+            self.best_trial = view.best_trial
+            yield self._event(
+                "state", job_out(view, await config_id_of(self.gw, view)).model_dump()
+            )
+            if view.status in TERMINAL_STATUSES:
+                yield self._event(
+                    view.status, job_out(view, await config_id_of(self.gw, view)).model_dump()
+                )
+                return
+            poll_s = self.gw.settings.sse_poll_s
+            while True:
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), poll_s)
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+                    polled = await self._fetch()
+                    if polled is None:
+                        continue
+                    if polled.status in TERMINAL_STATUSES:
+                        self.view = polled
+                        async for event in self._final():
+                            yield event
+                        return
+                    async for event in self._from_view(polled):
+                        yield event
+                    continue
+                if isinstance(item, JobProgress):
+                    if item.status in TERMINAL_STATUSES:
+                        continue  # the terminal event follows and closes the stream
+                    update = self._progress_event(
+                        item.progress,
+                        item.status,
+                        item.trials_done,
+                        item.best_value,
+                        item.best_trial,
+                    )
+                    if update is not None:
+                        yield update
+                    best = await self._best_event(item.best_trial)
+                    if best is not None:
+                        yield best
+                else:
+                    async for event in self._final():
+                        yield event
+                    return
+        finally:
+            self.gw.metrics.live_streams.dec()
+            await unsubscribe_all(subs)

@@ -1,0 +1,207 @@
+"""End-to-end fixtures: the gateway as a real uvicorn process beside the real services, called
+over HTTP exactly as a user does.
+
+The NATS namespace and database fixtures are the integration suite's (each test its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import socket
+import sys
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.integration.conftest import database, env, names
+from tradepulse.common.contracts.subjects import Names
+
+__all__ = ["database", "env", "names"]
+
+READY_WITHIN_S = 60.0
+STOP_WITHIN_S = 10.0
+# The predecessor's payload, unchanged (its users' scripts send exactly this).
+PREDECESSOR_PAYLOAD: dict[str, Any] = {
+    "strategy": "LIQUIDITY_SWEEP",
+    "symbol": "BTC/USDT",
+    "exchange": "binanceus",
+    "timeframe": "5m",
+    "regime": "sideways",
+    "optimizer": "random",
+    "n_iterations": 20,
+    "lookback_candles": 1000,
+    "seed": 12345,
+}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+@dataclass
+class RunningGateway:
+    url: str
+    key: str
+    process: asyncio.subprocess.Process
+    log_path: Path
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    def client(self, *, authorized: bool = True, timeout: float = 30.0) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.url, headers=self.auth if authorized else {}, timeout=timeout
+        )
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+        return out
+
+
+@asynccontextmanager
+async def running_gateway(
+    tmp: Path, names: Names, nats_url: str, extra_env: Mapping[str, str] | None = None
+) -> AsyncIterator[RunningGateway]:
+    """`python -m tradepulse.gateway` on a free port; yields once it is ready (NATS and every
+    service answering), stops it with SIGTERM afterwards."""
+    port = free_port()
+    key = secrets.token_urlsafe(24)
+    log_path = tmp / f"gateway-{port}.log"
+    environ = {
+        **os.environ,
+        "NATS_URL": nats_url,
+        "TP_NAMESPACE": names.prefix,
+        "TRADEPULSE_API_KEYS": f"{secrets.token_urlsafe(24)},{key}",
+        "GATEWAY_HOST": "127.0.0.1",
+        "GATEWAY_PORT": str(port),
+        "TP_REPLICA": "gateway-test",
+        "METRICS_PORT": "0",
+        "LOG_JSON": "1",
+        "PYTHONUNBUFFERED": "1",
+        **(extra_env or {}),
+    }
+    with log_path.open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tradepulse.gateway",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=environ,
+        )
+    gateway = RunningGateway(f"http://127.0.0.1:{port}", key, process, log_path)
+    try:
+        await wait_ready(gateway)
+        yield gateway
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), STOP_WITHIN_S)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+async def wait_ready(gateway: RunningGateway, within: float = READY_WITHIN_S) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    last = "no answer"
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=5) as client:
+        while True:
+            if gateway.process.returncode is not None:
+                raise AssertionError(
+                    f"the gateway exited with {gateway.process.returncode}:\n{tail(gateway.log_path)}"
+                )
+            try:
+                reply = await client.get("/ready")
+                if reply.status_code == 200:
+                    return
+                last = reply.text
+            except httpx.TransportError as exc:
+                last = repr(exc)
+            if loop.time() > deadline:
+                raise AssertionError(f"gateway not ready after {within} s: {last}")
+            await asyncio.sleep(0.1)
+
+
+async def upload_candles(
+    client: httpx.AsyncClient,
+    path: Path,
+    *,
+    exchange: str = "binanceus",
+    symbol: str = "BTC/USDT",
+    timeframe: str = "5m",
+) -> dict[str, Any]:
+    """Upload a candle file as a user does; returns the import's outcome once it is known."""
+    with path.open("rb") as fh:
+        reply = await client.post(
+            "/api/v2/data/upload",
+            files={"file": (path.name, fh, "text/csv")},
+            data={"exchange": exchange, "symbol": symbol, "timeframe": timeframe},
+        )
+    assert reply.status_code in (200, 202), reply.text
+    outcome: dict[str, Any] = reply.json()
+    deadline = asyncio.get_running_loop().time() + 60
+    while outcome["status"] == "pending":
+        assert asyncio.get_running_loop().time() < deadline, outcome
+        await asyncio.sleep(0.1)
+        polled = await client.get(f"/api/v2/data/ingest/{outcome['request_id']}")
+        assert polled.status_code == 200, polled.text
+        outcome = polled.json()
+    assert outcome["status"] == "succeeded", outcome
+    return outcome
+
+
+async def wait_job(
+    client: httpx.AsyncClient,
+    job_id: str,
+    statuses: tuple[str, ...] = ("completed", "failed", "cancelled"),
+    within: float = 120,
+) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        reply = await client.get(f"/api/v2/training/job/{job_id}")
+        assert reply.status_code == 200, reply.text
+        job: dict[str, Any] = reply.json()
+        if job["status"] in statuses:
+            return job
+        assert loop.time() < deadline, f"job {job_id} not in {statuses} after {within} s: {job}"
+        await asyncio.sleep(0.1)
+
+
+async def all_trials(client: httpx.AsyncClient, job_id: str) -> list[dict[str, Any]]:
+    trials: list[dict[str, Any]] = []
+    while True:
+        reply = await client.get(
+            f"/api/v2/training/job/{job_id}/trials", params={"limit": 1000, "offset": len(trials)}
+        )
+        assert reply.status_code == 200, reply.text
+        page = reply.json()
+        trials.extend(page["trials"])
+        if len(trials) >= page["total"] or not page["trials"]:
+            return trials

@@ -1,0 +1,205 @@
+"""The client commands as a user runs them: the installed `tradepulse` script, as separate
+processes, against the real gateway and services (started by `supervisor.System` through
+tests/integration/flows.py) on the test's own NATS namespace and database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.integration.conftest import NATS_URL
+from tests.integration.flows import running_system
+from tradepulse.cli.embedded import free_port as any_free_port
+from tradepulse.cli.gateway_access import wait_http_ready
+from tradepulse.common.contracts.subjects import Names
+
+SERVICES = ("ingest", "registry", "trainer", "gateway")
+TRADEPULSE = Path(sys.executable).with_name("tradepulse")
+DATASET = ["--exchange", "binance", "--symbol", "BTC/USDT", "--timeframe", "5m"]
+
+
+@dataclass(frozen=True)
+class Run:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+    @property
+    def one_error_line(self) -> bool:
+        return self.code != 0 and self.err.count("\n") == 1 and "Traceback" not in self.err
+
+
+def free_port() -> int:
+    return any_free_port(set())
+
+
+async def tradepulse(
+    *args: str, env: dict[str, str], cwd: Path | None = None, within: float = 60
+) -> Run:
+    process = await asyncio.create_subprocess_exec(
+        str(TRADEPULSE),
+        *args,
+        cwd=cwd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), within)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return Run(process.returncode, out.decode(), err.decode())
+
+
+def client_env(url: str, key: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEPULSE_")}
+    env["TRADEPULSE_URL"] = url
+    if key is not None:
+        env["TRADEPULSE_API_KEY"] = key
+    return env
+
+
+async def test_ingest_train_follow_list_and_cancel_through_the_cli(
+    tmp_path: Path, names: Names, database: str, candles_excerpt: Path
+) -> None:
+    port, key = free_port(), secrets.token_urlsafe(24)
+    url = f"http://127.0.0.1:{port}"
+    gateway_env = {
+        "GATEWAY_HOST": "127.0.0.1",
+        "GATEWAY_PORT": str(port),
+        "TRADEPULSE_API_KEYS": key,
+    }
+    async with running_system(
+        tmp_path,
+        names,
+        trainers=2,
+        nats_url=NATS_URL,
+        database_url=database,
+        services=SERVICES,
+        environment={"gateway": gateway_env},
+    ):
+        assert await wait_http_ready(url, 60)
+        env = client_env(url, key)
+
+        ingested = await tradepulse("ingest", "--file", str(candles_excerpt), *DATASET, env=env)
+        assert ingested.code == 0, ingested.err
+        assert "6,000 candles received, 6,000 new" in ingested.out
+
+        window = ["--optimizer", "random", "--lookback", "2000"]
+        submitted = await tradepulse(
+            "train",
+            *DATASET,
+            *window,
+            "--n-iterations",
+            "40",
+            "--seed",
+            "12345",
+            "--no-follow",
+            env=env,
+        )
+        assert submitted.code == 0, submitted.err
+        match = re.fullmatch(r"job (\S+) queued\n", submitted.out)
+        assert match, submitted.out
+        job_id = match.group(1)
+
+        deadline = asyncio.get_running_loop().time() + 60
+        while True:
+            shown = await tradepulse("job", job_id, "--json", env=env)
+            assert shown.code == 0, shown.err
+            job = shown.json()
+            if job["status"] == "completed" and job["config_id"]:
+                break
+            assert job["status"] in ("queued", "running", "completed"), job
+            assert asyncio.get_running_loop().time() < deadline, job
+            await asyncio.sleep(0.3)
+        assert (job["trials_done"], job["progress"], job["seed"]) == (40, 100.0, 12345)
+        config_id = job["config_id"]
+
+        text, configs, listed, one, jobs = await asyncio.gather(
+            tradepulse("job", job_id, env=env),
+            tradepulse("configs", env=env),
+            tradepulse("configs", "--symbol", "BTC/USDT", "--json", env=env),
+            tradepulse("config", config_id, env=env),
+            tradepulse("jobs", "--status", "completed", "--json", env=env),
+        )
+        assert text.code == 0, text.err
+        assert "status     completed" in text.out
+        assert f"config     {config_id}" in text.out
+        assert configs.code == 0, configs.err
+        assert config_id in configs.out
+        assert "binance BTC/USDT 5m" in configs.out
+        items = listed.json()["items"]
+        assert [(c["config_id"], c["job_id"]) for c in items] == [(config_id, job_id)]
+        assert items[0]["params"] == job["best"]["params"]
+        assert one.code == 0, one.err
+        assert "sharpe_ratio" in one.out
+        assert [j["job_id"] for j in jobs.json()["jobs"]] == [job_id]
+
+        # Followed live: the progress bar (a line per tenth off a terminal), then the result.
+        followed = await tradepulse(
+            "train", *DATASET, *window, "--n-iterations", "30", "--seed", "7", env=env
+        )
+        assert followed.code == 0, followed.err
+        assert "100.0%" in followed.err
+        assert re.search(r"^best configuration: cfg_\S+ \(\w+\), sharpe_ratio ", followed.out, re.M)
+        assert re.search(r"^params\n  \w+", followed.out, re.M)
+        assert re.search(r"^  sharpe_ratio +-?[\d,.]+$", followed.out, re.M)
+
+        long_job = await tradepulse(
+            "train", *DATASET, *window, "--n-iterations", "100000", "--no-follow", env=env
+        )
+        long_id = long_job.out.split()[1]
+        cancelled = await tradepulse("cancel", long_id, env=env)
+        assert cancelled.code == 0, cancelled.err
+        assert long_id in cancelled.out
+        deadline = asyncio.get_running_loop().time() + 20
+        while (await tradepulse("job", long_id, "--json", env=env)).json()["status"] != "cancelled":
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.3)
+
+        # Refusals, each one line naming the problem, no traceback.
+        bad_key, no_key, unknown, too_long, again = await asyncio.gather(
+            tradepulse("jobs", env=client_env(url, "not-a-key")),
+            # In a folder without a key saved by `tradepulse up`.
+            tradepulse("configs", env=client_env(url, None), cwd=tmp_path),
+            tradepulse("job", "job_nope", env=env),
+            tradepulse("train", *DATASET, "--n-iterations", "5", "--lookback", "999999", env=env),
+            tradepulse("cancel", job_id, env=env),
+        )
+        for refused in (bad_key, no_key, unknown, too_long, again):
+            assert refused.one_error_line, refused
+        assert "refused the API key" in bad_key.err
+        assert "no API key" in no_key.err
+        assert "job job_nope not found" in unknown.err
+        assert "lookback_candles" in too_long.err
+        assert "HTTP 422" in too_long.err
+        assert "already completed" in again.err
+
+
+async def test_with_the_gateway_down_every_command_says_so_in_one_line(tmp_path: Path) -> None:
+    env = client_env(f"http://127.0.0.1:{free_port()}", "some-key")
+    commands = (
+        ["jobs"],
+        ["train", *DATASET, "--n-iterations", "10", "--lookback", "100"],
+        ["ingest", "--from-exchange", *DATASET],
+    )
+    runs = await asyncio.gather(*(tradepulse(*args, env=env) for args in commands))
+    for args, run in zip(commands, runs, strict=True):
+        assert run.one_error_line, (args, run)
+        assert run.code == 2
+        assert "cannot reach the gateway at http://127.0.0.1:" in run.err, run.err

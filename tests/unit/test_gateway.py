@@ -1,0 +1,247 @@
+"""The gateway's own rules that need no server: settings and keys, authentication before
+anything else, body limits, request normalisation, the OpenAPI document.
+
+The app runs in-process (httpx's ASGI transport, no lifespan, so no NATS): what needs the
+services answers 503 here; the end-to-end tests cover it with the real services.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from tradepulse.gateway.app import create_app
+from tradepulse.gateway.paging import fetch_pages
+from tradepulse.gateway.schemas import EnsembleBody, TrainingBody
+from tradepulse.gateway.settings import ConfigurationError, GatewaySettings, key_hash
+
+KEY = "s3cret-key"
+PREDECESSOR = {
+    "strategy": "LIQUIDITY_SWEEP",
+    "symbol": "BTC/USDT",
+    "exchange": "binanceus",
+    "timeframe": "5m",
+    "regime": "sideways",
+    "optimizer": "random",
+    "n_iterations": 20,
+    "lookback_candles": 1000,
+    "seed": 12345,
+}
+
+
+def settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> GatewaySettings:
+    for name in ("TRADEPULSE_API_KEYS", "GATEWAY_OPEN_READS", "TP_ENV", "GATEWAY_MAX_BODY_BYTES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NATS_URL", "nats://127.0.0.1:9")  # nothing listens: no NATS here
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return GatewaySettings()
+
+
+async def client_for(config: GatewaySettings) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=create_app(config))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        yield client
+
+
+@pytest.fixture
+async def client(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[httpx.AsyncClient]:
+    async for c in client_for(settings(monkeypatch, TRADEPULSE_API_KEYS=f"other, {KEY} ,")):
+        yield c
+
+
+def test_only_the_digests_of_the_keys_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = settings(monkeypatch, TRADEPULSE_API_KEYS=f"other,{KEY}")
+    assert config.api_key_hashes == (key_hash("other"), key_hash(KEY))
+    assert KEY not in repr(config)
+    assert KEY not in config.model_dump_json()
+
+
+def test_production_without_keys_refuses_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigurationError, match="TRADEPULSE_API_KEYS"):
+        create_app(settings(monkeypatch, TP_ENV="production"))
+    env = {"TP_ENV": "production", "TRADEPULSE_API_KEYS": "", "LOG_JSON": "1", "PATH": "/usr/bin"}
+    run = subprocess.run(
+        [sys.executable, "-m", "tradepulse.gateway"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 2
+    assert "no default key" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+async def test_without_keys_in_development_mutations_are_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async for c in client_for(settings(monkeypatch)):
+        reply = await c.post(
+            "/api/v2/training/start", json=PREDECESSOR, headers={"Authorization": "Bearer x"}
+        )
+        assert reply.status_code == 401
+        assert "TRADEPULSE_API_KEYS" in reply.json()["detail"]
+        assert (await c.get("/health")).status_code == 200
+
+
+async def test_the_key_is_checked_before_the_body_is_read(client: httpx.AsyncClient) -> None:
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {KEY}"}):
+        reply = await client.post(
+            "/api/v2/training/start",
+            content=b"{not json" + b"x" * 2_000_000,
+            headers={**headers, "content-type": "application/json"},
+        )
+        assert reply.status_code == 401, headers
+        assert reply.headers["www-authenticate"].startswith("Bearer")
+        assert reply.json()["request_id"] == reply.headers["x-request-id"]
+
+
+async def test_reads_need_a_key_unless_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    async for c in client_for(settings(monkeypatch, TRADEPULSE_API_KEYS=KEY)):
+        assert (await c.get("/api/v2/strategies")).status_code == 401
+        ok = await c.get("/api/v2/strategies", headers={"Authorization": f"Bearer {KEY}"})
+        assert ok.status_code == 200
+    async for c in client_for(
+        settings(monkeypatch, TRADEPULSE_API_KEYS=KEY, GATEWAY_OPEN_READS="true")
+    ):
+        assert (await c.get("/api/v2/strategies")).status_code == 200
+        assert (await c.post("/api/v2/training/start", json=PREDECESSOR)).status_code == 401
+
+
+async def test_oversized_bodies_get_413(monkeypatch: pytest.MonkeyPatch) -> None:
+    async for c in client_for(
+        settings(monkeypatch, TRADEPULSE_API_KEYS=KEY, GATEWAY_MAX_BODY_BYTES="1000")
+    ):
+        reply = await c.post(
+            "/api/v2/training/start",
+            json={**PREDECESSOR, "note": "x" * 2000},
+            headers={"Authorization": f"Bearer {KEY}"},
+        )
+        assert reply.status_code == 413
+        assert "1000 bytes" in reply.json()["detail"]
+
+
+async def test_without_nats_commands_answer_503_with_retry_after(
+    client: httpx.AsyncClient,
+) -> None:
+    reply = await client.post(
+        "/api/v2/training/start", json=PREDECESSOR, headers={"Authorization": f"Bearer {KEY}"}
+    )
+    assert reply.status_code == 503
+    assert reply.headers["retry-after"]
+    assert (await client.get("/ready")).status_code == 503
+
+
+async def test_strategies_list_the_search_space(client: httpx.AsyncClient) -> None:
+    body = (
+        await client.get("/api/v2/strategies", headers={"Authorization": f"Bearer {KEY}"})
+    ).json()
+    [sweep] = body["strategies"]
+    assert sweep["name"] == "LIQUIDITY_SWEEP"
+    lookback = next(p for p in sweep["params"] if p["name"] == "key_level_lookback")
+    assert (lookback["type"], lookback["low"], lookback["high"], lookback["step"]) == (
+        "int",
+        50,
+        300,
+        50,
+    )
+    assert "cmaes" in body["optimizers"]
+    assert "sharpe_ratio" in body["objectives"]
+
+
+async def test_openapi_documents_the_bearer_key_and_every_route(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    start = spec["paths"]["/api/v2/training/start"]["post"]
+    assert start["security"] == [{"HTTPBearer": []}]
+    for path in (
+        "/api/v2/training/jobs",
+        "/api/v2/training/job/{job_id}/events",
+        "/api/v2/training/ensemble",
+        "/api/v2/configs/{config_id}",
+        "/api/v2/data/upload",
+        "/api/v2/data/coverage",
+        "/api/v2/strategies",
+        "/ready",
+    ):
+        assert path in spec["paths"], path
+    assert (await client.get("/metrics")).text.count("tradepulse_gateway_http_requests_total")
+    dashboard = await client.get("/")
+    assert dashboard.status_code == 200
+    assert dashboard.headers["content-type"].startswith("text/html")
+
+
+def test_the_predecessors_payload_is_accepted_and_names_are_normalised() -> None:
+    body = TrainingBody.model_validate(
+        {
+            **PREDECESSOR,
+            "exchange": "BinanceUS",
+            "symbol": "btc/usdt",
+            "strategy": "liquidity_sweep",
+        }
+    )
+    request = body.to_request("job_1")
+    assert request.dataset.exchange == "binanceus"
+    assert request.dataset.symbol == "BTC/USDT"
+    assert request.strategy == "LIQUIDITY_SWEEP"
+    assert (request.seed, request.lookback_candles, request.regime) == (12345, 1000, "sideways")
+    without_seed = {k: v for k, v in PREDECESSOR.items() if k != "seed"}
+    assert TrainingBody.model_validate(without_seed).seed == 42
+    ranged = TrainingBody.model_validate(
+        {**without_seed, "lookback_candles": None, "start": "2018-01-01", "end": "2018-02-01"}
+    ).to_request("job_2")
+    assert (ranged.start_ms, ranged.end_ms) == (1514764800000, 1517443200000)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"seed": "12345"}, "seed"),
+        ({"seed": 1.0}, "seed"),
+        ({"n_iterations": 100_001}, "n_iterations"),
+        ({"timeframe": "5 minutes"}, "timeframe"),
+        ({"exchange": "binance us"}, "exchange"),
+        ({"strategy": "MOON"}, "strategy"),
+        ({"extra": 1}, "extra"),
+    ],
+)
+def test_bad_fields_are_named(change: dict[str, object], field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        TrainingBody.model_validate({**PREDECESSOR, **change})
+    assert [e["loc"][0] for e in caught.value.errors()] == [field]
+
+
+def test_ensemble_seeds() -> None:
+    assert EnsembleBody.model_validate({**PREDECESSOR, "n_seeds": 3}).seed_list() == [
+        12345,
+        12346,
+        12347,
+    ]
+    listed = {k: v for k, v in PREDECESSOR.items() if k != "seed"}
+    assert EnsembleBody.model_validate({**listed, "seeds": [5, 1]}).seed_list() == [5, 1]
+    for bad in ({**PREDECESSOR, "seeds": [1, 2]}, {**listed, "seeds": [1, 1]}, listed):
+        with pytest.raises(ValidationError):
+            EnsembleBody.model_validate(bad)
+
+
+async def test_pages_are_fetched_in_chunks_and_joined_in_order() -> None:
+    asked: list[tuple[int, int]] = []
+
+    async def fetch(offset: int, limit: int) -> tuple[int, list[int]]:
+        asked.append((offset, limit))
+        return 1_100, list(range(offset, min(offset + limit, 1_100)))
+
+    total, items = await fetch_pages(fetch, 50, 1000, 250)
+    assert (total, items) == (1_100, list(range(50, 1050)))
+    assert sorted(asked) == [(50, 250), (300, 250), (550, 250), (800, 250)]
+    asked.clear()
+    total, items = await fetch_pages(fetch, 1_000, 1000, 250)
+    assert (total, items) == (1_100, list(range(1000, 1100)))
+    assert asked == [(1000, 250)]
