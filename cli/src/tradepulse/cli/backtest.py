@@ -1,0 +1,175 @@
+"""`tradepulse backtest`: one or many parameter sets over a candle file, as a table or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tradepulse.cli.errors import UserError
+
+if TYPE_CHECKING:
+    from tradepulse.quant import BacktestResult
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "backtest",
+        help="backtest parameter sets over a candle file",
+        description="Backtest one parameter set (a JSON object) or many (a JSON list) over a "
+        "CSV/Parquet candle file. Bar numbers are row numbers of the whole file.",
+    )
+    p.add_argument("--data", required=True, help="candle file: .csv, .csv.gz or .parquet")
+    p.add_argument(
+        "--params", required=True, help="JSON object or list of objects, or a file holding one"
+    )
+    p.add_argument("--settings", help="backtest settings as JSON or a file (fees, slippage, ...)")
+    p.add_argument("--strategy", default="LIQUIDITY_SWEEP", help="strategy name")
+    p.add_argument(
+        "--regime",
+        default="any",
+        choices=("any", "bull", "bear", "sideways"),
+        help="trade only in this regime",
+    )
+    p.add_argument("--timeframe", help="candle timeframe, e.g. 5m (default: detected)")
+    p.add_argument("--last", type=int, metavar="N", help="trade only the last N candles")
+    p.add_argument(
+        "--warmup",
+        type=int,
+        metavar="W",
+        help="bars before the window for indicators (default: the strategy's, 2316 for 5m)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON (one line per parameter set)")
+    p.set_defaults(run=run)
+
+
+def _json_arg(text: str, what: str) -> Any:
+    """A JSON literal, or the path of a file that holds one."""
+    stripped = text.strip()
+    if stripped[:1] not in ("{", "["):
+        path = Path(text)
+        if not path.is_file():
+            raise UserError(f"--{what}: {text!r} is neither JSON nor a readable file")
+        try:
+            stripped = path.read_text()
+        except OSError as exc:
+            raise UserError(f"--{what}: cannot read {text!r}: {exc.strerror}") from exc
+    try:
+        return json.loads(stripped)
+    except json.JSONDecodeError as exc:
+        raise UserError(
+            f"--{what}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from exc
+
+
+def run(args: argparse.Namespace) -> int:
+    # Imported here: numba's start-up (about 2 s) is paid only by commands that backtest.
+    from tradepulse.quant import (
+        BacktestSettings,
+        QuantError,
+        get_strategy,
+        last_window,
+        load_candles,
+        parse_timeframe,
+        run_backtest,
+    )
+    from tradepulse.quant.candles import detect_timeframe, format_timeframe
+
+    # Imported here: numba's start-up (about 2 s) is paid only by commands that backtest.
+
+    try:
+        strategy = get_strategy(args.strategy)
+        raw_params = _json_arg(args.params, "params")
+        batch = isinstance(raw_params, list)
+        param_sets = raw_params if batch else [raw_params]
+        if not param_sets:
+            raise UserError("--params: the list of parameter sets is empty")
+        parsed = []
+        for i, values in enumerate(param_sets):
+            try:
+                parsed.append(strategy.parse_params(values))
+            except QuantError as exc:
+                where = f"--params[{i}]" if batch else "--params"
+                raise UserError(f"{where}: {exc}") from exc
+        settings_raw = _json_arg(args.settings, "settings") if args.settings else {}
+        try:
+            settings = BacktestSettings.from_mapping(settings_raw)
+        except QuantError as exc:
+            raise UserError(f"--settings: {exc}") from exc
+        timeframe = parse_timeframe(args.timeframe) if args.timeframe else None
+        history = load_candles(args.data, timeframe_seconds=timeframe)
+        if timeframe is not None and len(history) > 1:
+            spacing = detect_timeframe(history.open_time, source=args.data)
+            if spacing != timeframe:
+                # On-grid but wrong (1m for 5m candles) would scale every annualised figure.
+                raise UserError(
+                    f"--timeframe {args.timeframe}: the candles in {args.data} are mostly "
+                    f"{format_timeframe(spacing)} apart"
+                )
+        if args.last is not None:
+            warmup = (
+                args.warmup
+                if args.warmup is not None
+                else strategy.warmup_bars(history.timeframe_seconds)
+            )
+            window = last_window(history, args.last, warmup)
+            candles, trade_from = window.candles, window.trade_from
+        else:
+            if args.warmup is not None:
+                raise UserError("--warmup needs --last")
+            candles, trade_from = history, 0
+        prepared = strategy.prepare(candles)
+        for params in parsed:
+            result = run_backtest(
+                candles,
+                strategy,
+                params,
+                settings,
+                regime=args.regime,
+                trade_from=trade_from,
+                prepared=prepared,
+            )
+            if args.json:
+                try:
+                    line = json.dumps(result.to_dict(), allow_nan=False)
+                except ValueError as exc:
+                    raise UserError(
+                        "the result holds a non-finite number (overflow): use smaller "
+                        "parameters or settings"
+                    ) from exc
+                sys.stdout.write(line + "\n")
+            else:
+                sys.stdout.write(format_table(result, strategy.params_to_dict(params)) + "\n")
+    except QuantError as exc:
+        raise UserError(str(exc)) from exc
+    return 0
+
+
+def _fmt(value: float | int | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:,.4f}"
+
+
+def format_table(result: BacktestResult, params: dict[str, float | int]) -> str:
+    lines = ["parameters"]
+    lines += [f"  {k:<26} {v}" for k, v in params.items()]
+    lines.append("metrics")
+    lines += [f"  {k:<26} {_fmt(v):>18}" for k, v in result.metrics.items()]
+    lines.append(f"  {'ambiguous_exits':<26} {result.ambiguous_exits:>18,}")
+    lines.append(f"  {'fingerprint':<26} {result.fingerprint}")
+    trades = result.trades
+    if trades:
+        lines.append(f"trades (first 10 of {len(trades)})" if len(trades) > 10 else "trades")
+        header = f"  {'side':<6}{'signal':>9}{'entry':>9}{'exit':>9}{'fill':>14}{'exit px':>14}{'reason':>13}{'net pnl':>14}"
+        lines.append(header)
+        for t in trades[:10]:
+            lines.append(
+                f"  {t.side:<6}{t.signal_bar:>9}{t.entry_bar:>9}{t.exit_bar:>9}"
+                f"{t.fill_price:>14.2f}{t.exit_price:>14.2f}{t.exit_reason:>13}{t.net_pnl:>14.2f}"
+            )
+    return "\n".join(lines)

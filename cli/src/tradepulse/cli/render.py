@@ -1,0 +1,262 @@
+"""How the client commands show jobs, configurations and live progress in a terminal."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TextIO
+
+# The figures a reader looks at first; `--json` gives every metric.
+KEY_METRICS = (
+    "sharpe_ratio",
+    "net_profit",
+    "total_trades",
+    "win_rate",
+    "profit_factor",
+    "max_drawdown_pct",
+    "sortino_ratio",
+    "calmar_ratio",
+)
+
+
+def print_json(value: Any, out: TextIO | None = None) -> None:
+    print(json.dumps(value, indent=2, sort_keys=False), file=out or sys.stdout, flush=True)
+
+
+def number(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def table(rows: Sequence[Sequence[str]], header: Sequence[str], out: TextIO) -> None:
+    widths = [len(h) for h in header]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    for row in (header, *rows):
+        cells = [cell.ljust(w) for cell, w in zip(row, widths, strict=True)]
+        print("  ".join(cells).rstrip(), file=out)
+
+
+def page(body: Any, key: str) -> tuple[list[dict[str, Any]], int | None]:
+    """The records of a paged answer (`{"total", "limit", "offset", key: [...]}`), its total."""
+    if not isinstance(body, dict) or not isinstance(body.get(key), list):
+        return [], None
+    total = body.get("total")
+    return [x for x in body[key] if isinstance(x, dict)], total if isinstance(total, int) else None
+
+
+def market(record: Mapping[str, Any]) -> str:
+    """`binance BTC/USDT 5m`: the dataset of a job or a configuration."""
+    return " ".join(str(record.get(k) or "-") for k in ("exchange", "symbol", "timeframe"))
+
+
+def best_of(job: Mapping[str, Any]) -> dict[str, Any]:
+    """The job's best trial so far as {value, trial, params, metrics} (the gateway's `best`)."""
+    best = job.get("best")
+    return dict(best) if isinstance(best, Mapping) else {}
+
+
+def job_rows(jobs: Iterable[Mapping[str, Any]]) -> list[list[str]]:
+    rows = []
+    for job in jobs:
+        rows.append(
+            [
+                str(job.get("job_id", "?")),
+                str(job.get("status", "?")),
+                f"{float(job.get('progress') or 0):.1f}%",
+                f"{job.get('trials_done', '-')}/{job.get('n_iterations') or '-'}",
+                market(job),
+                str(job.get("optimizer") or "-"),
+                number(best_of(job).get("value")),
+                str(job.get("config_id") or "-"),
+                str(job.get("created_at") or "-")[:19],
+            ]
+        )
+    return rows
+
+
+JOB_HEADER = (
+    "job",
+    "status",
+    "progress",
+    "trials",
+    "dataset",
+    "optimizer",
+    "best",
+    "config",
+    "created",
+)
+
+
+def config_rows(configs: Iterable[Mapping[str, Any]]) -> list[list[str]]:
+    rows = []
+    for config in configs:
+        metrics = config.get("metrics") or {}
+        rows.append(
+            [
+                str(config.get("config_id", "?")),
+                str(config.get("status", "?")),
+                str(config.get("strategy") or "-"),
+                market(config),
+                number(metrics.get("sharpe_ratio")),
+                number(metrics.get("total_trades")),
+                number(metrics.get("net_profit"), 2),
+                str(config.get("created_at") or "-")[:19],
+            ]
+        )
+    return rows
+
+
+CONFIG_HEADER = (
+    "config",
+    "status",
+    "strategy",
+    "dataset",
+    "sharpe",
+    "trades",
+    "net profit",
+    "created",
+)
+
+
+def param(value: Any) -> str:
+    """A parameter as the optimizer chose it, to six significant digits (0.000338 stays)."""
+    return f"{value:.6g}" if isinstance(value, float) else number(value)
+
+
+def block(title: str, values: Mapping[str, Any], out: TextIO, *, params: bool = False) -> None:
+    print(title, file=out)
+    if not values:
+        print("  (none)", file=out)
+        return
+    width = max(len(k) for k in values) + 2
+    for key, value in values.items():
+        text = param(value) if params else number(value)
+        print(f"  {key:<{width}}{text:>16}", file=out)
+
+
+def key_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    chosen = {k: metrics[k] for k in KEY_METRICS if k in metrics}
+    return chosen or dict(metrics)
+
+
+def job_details(job: Mapping[str, Any], out: TextIO) -> None:
+    window = (
+        f"last {number(job.get('lookback_candles'))} candles"
+        if job.get("lookback_candles") is not None
+        else f"{job.get('start') or '-'} to {job.get('end') or 'the last candle'}"
+    )
+    print(f"job        {job.get('job_id')}", file=out)
+    print(f"status     {job.get('status')}", file=out)
+    print(
+        f"progress   {float(job.get('progress') or 0):.1f}%  "
+        f"({job.get('trials_done', '-')} of {job.get('n_iterations') or '-'} trials)",
+        file=out,
+    )
+    print(
+        f"request    {job.get('strategy') or '-'} on {market(job)}, {window}, regime "
+        f"{job.get('regime') or '-'}, {job.get('optimizer') or '-'}, seed {job.get('seed')}, "
+        f"objective {job.get('objective') or '-'}",
+        file=out,
+    )
+    for key in ("created_at", "started_at", "finished_at"):
+        if job.get(key):
+            print(f"{key.removesuffix('_at'):<11}{job[key]}", file=out)
+    if job.get("duration_s") is not None:
+        print(f"duration   {job['duration_s']} s", file=out)
+    if job.get("error"):
+        print(f"error      {job['error']}", file=out)
+    best = best_of(job)
+    if best:
+        print(f"best       {number(best.get('value'))} (trial {best.get('trial')})", file=out)
+    if job.get("config_id"):
+        print(f"config     {job['config_id']}", file=out)
+    if best.get("params"):
+        block("best params", best["params"], out, params=True)
+    if best.get("metrics"):
+        block("best metrics", key_metrics(best["metrics"]), out)
+
+
+def best_configuration(
+    job: Mapping[str, Any], config: Mapping[str, Any] | None, out: TextIO
+) -> None:
+    """The outcome of a finished training job: its configuration, or the job's best."""
+    best = best_of(job)
+    config = config or {}
+    params = config.get("params") or best.get("params") or {}
+    metrics = config.get("metrics") or best.get("metrics") or {}
+    config_id = config.get("config_id") or job.get("config_id")
+    status = config.get("status")
+    print(
+        f"best configuration: {config_id or '(not registered yet)'}"
+        + (f" ({status})" if status else "")
+        + f", {job.get('objective') or 'objective'} {number(best.get('value'))}"
+        + f" at trial {best.get('trial')}",
+        file=out,
+    )
+    block("params", params, out, params=True)
+    block("metrics", key_metrics(metrics), out)
+    if config.get("fingerprint"):
+        print(f"fingerprint  {config['fingerprint']}", file=out)
+    out.flush()
+
+
+class ProgressBar:
+    """A job's progress: one redrawn line on a terminal; elsewhere (logs, pipes) a line per
+    tenth of the way and per change of status, so a log stays short."""
+
+    def __init__(self, total: int | None, out: TextIO | None = None, width: int = 30) -> None:
+        self.out = out or sys.stderr
+        self.total = total
+        self.width = width
+        self.tty = self.out.isatty()
+        self._last_draw = 0.0
+        self._last_step = -1
+        self._last_status: str | None = None
+        self._line = ""
+
+    def update(self, snapshot: Mapping[str, Any]) -> None:
+        status = str(snapshot.get("status") or self._last_status or "queued")
+        progress = snapshot.get("progress")
+        if progress is None:
+            return  # a best-so-far event without progress; the next progress event draws
+        pct = max(0.0, min(100.0, float(progress)))
+        done = snapshot.get("trials_done")
+        total = snapshot.get("n_iterations") or self.total
+        best = snapshot.get("best_value", best_of(snapshot).get("value"))
+        filled = round(self.width * pct / 100)
+        bar = "#" * filled + "." * (self.width - filled)
+        trials = f"{done}/{total} trials" if done is not None and total else ""
+        best_text = f"best {number(best)}" if best is not None else ""
+        line = "  ".join(x for x in (f"[{bar}] {pct:5.1f}%", trials, best_text, status) if x)
+        if self.tty:
+            now = time.monotonic()
+            if now - self._last_draw < 0.1 and status == self._last_status and pct < 100:
+                return
+            self._last_draw = now
+            pad = max(0, len(self._line) - len(line))
+            self.out.write("\r" + line + " " * pad)
+            self.out.flush()
+            self._line = line
+        else:
+            step = int(pct // 10)
+            if step != self._last_step or status != self._last_status:
+                self.out.write(line + "\n")
+                self.out.flush()
+                self._last_step = step
+        self._last_status = status
+
+    def close(self) -> None:
+        if self.tty and self._line:
+            self.out.write("\n")
+            self.out.flush()
+            self._line = ""
