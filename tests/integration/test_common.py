@@ -10,6 +10,7 @@ from tradepulse.common.bus import connect, ensure_streams, publish
 from tradepulse.common.contracts.market import CoverageQuery
 from tradepulse.common.contracts.subjects import Names
 from tradepulse.common.db import apply_migrations, create_pool
+from tradepulse.common.db.pool import retrying
 
 from .conftest import NATS_URL
 
@@ -27,6 +28,36 @@ async def test_migrations_apply_once_even_when_two_replicas_start_together(datab
     finally:
         for p in pools:
             await p.close()
+
+
+async def test_queries_survive_the_server_terminating_every_connection_mid_query(
+    database: str,
+) -> None:
+    """What a PostgreSQL restart does to a busy pool: each backend is killed while queries run
+    on it, in whatever protocol state they happen to be. Every query retried must succeed."""
+    pool = await create_pool(database, min_size=4, max_size=4)
+    admin = await create_pool(database, min_size=1, max_size=1)
+    try:
+
+        async def query(i: int) -> int:
+            async def op() -> int:
+                return int(await pool.fetchval("SELECT $1::int FROM pg_sleep(0.01)", i))
+
+            return await retrying(op, wait=20)
+
+        async def terminate() -> None:
+            for _ in range(10):
+                await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+                await asyncio.sleep(0.03)
+
+        results = await asyncio.gather(*(query(i) for i in range(200)), terminate())
+        assert results[:-1] == list(range(200))
+    finally:
+        await pool.close()
+        await admin.close()
 
 
 async def test_streams_are_created_idempotently_and_publishes_are_deduplicated(

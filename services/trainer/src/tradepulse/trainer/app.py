@@ -37,6 +37,7 @@ from tradepulse.common.contracts.training import (
     TrialWork,
 )
 from tradepulse.common.db import apply_migrations, create_pool
+from tradepulse.common.db.pool import TRANSIENT as DATABASE_TRANSIENT
 from tradepulse.common.logging import get_logger
 from tradepulse.common.metrics import new_registry, serve_metrics
 from tradepulse.quant import Candles, LiquiditySweep, last_window, run_backtest
@@ -57,13 +58,7 @@ from tradepulse.trainer.settings import TrainerSettings
 
 log = get_logger("trainer")
 
-TRANSIENT = (
-    ConnectionError,
-    OSError,
-    asyncpg.exceptions.PostgresConnectionError,
-    asyncpg.exceptions.InterfaceError,
-    nats.errors.Error,
-)
+TRANSIENT = (ConnectionError, nats.errors.Error, *DATABASE_TRANSIENT)
 
 
 class TrainerMetrics:

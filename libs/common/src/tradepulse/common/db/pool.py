@@ -16,12 +16,15 @@ T = TypeVar("T")
 
 TRANSIENT = (
     OSError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.InterfaceError,
-    asyncpg.exceptions.ConnectionFailureError,
     asyncpg.exceptions.TooManyConnectionsError,
+    # A connection the server terminated mid-query can be left in its error-consuming state,
+    # and the next query on it fails with this (MagicStack/asyncpg#1069). Releasing it to the
+    # pool fails its reset, which terminates it, so the retry runs on a fresh connection.
+    asyncpg.exceptions.InternalClientError,
 )
 
 
