@@ -134,7 +134,9 @@ def main() -> None:
 
     prepared = strategy.prepare(window.candles)
     rng = np.random.default_rng(7)
-    sets = [LiquiditySweepParams.from_mapping(random_params(strategy.space, rng)) for _ in range(200)]
+    sets = [
+        LiquiditySweepParams.from_mapping(random_params(strategy.space, rng)) for _ in range(200)
+    ]
     run_backtest(window.candles, strategy, sets[0], trade_from=window.trade_from, prepared=prepared)
     t = time.perf_counter()
     trade_counts = []

@@ -478,4 +478,3 @@ def test_range_window_empty(history: Candles, start: int, end: int | None) -> No
     t0 = int(history.open_time[0])
     with pytest.raises(WindowError, match=r"no candles"):
         range_window(history, t0 + start * STEP_5M, None if end is None else t0 + end * STEP_5M, 10)
-
