@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from nats.aio.client import Client as NatsClient
+from nats.js.errors import ObjectNotFoundError
 from prometheus_client import CollectorRegistry
 
 from tradepulse.common.bus import connect, publish
@@ -628,6 +629,13 @@ async def test_an_uploaded_file_is_ingested_like_a_file(
     )
     assert isinstance(ok, CandlesIngested)
     assert ok.rows_added == 6_000
+    with pytest.raises(ObjectNotFoundError):
+        await store.get_info("u1/btc_excerpt.csv")
+    again = await handlers.ingest(
+        IngestRequested(request_id="up", dataset=BTC, source="upload", path="u1/btc_excerpt.csv"),
+        deps,
+    )
+    assert again == ok, "a redelivered upload is answered from its record, file gone or not"
     missing = await handlers.ingest(
         IngestRequested(request_id="up2", dataset=BTC, source="upload", path="nope/x.csv"), deps
     )
@@ -639,3 +647,9 @@ async def test_an_uploaded_file_is_ingested_like_a_file(
     )
     assert isinstance(bad, IngestFailed)
     assert bad.reason.startswith("u2/bad.csv, line 1: header lacks column(s) volume")
+    with pytest.raises(ObjectNotFoundError):
+        await store.get_info("u2/bad.csv")
+    redelivered = await handlers.ingest(
+        IngestRequested(request_id="up3", dataset=BTC, source="upload", path="u2/bad.csv"), deps
+    )
+    assert redelivered == bad

@@ -67,7 +67,8 @@ async def ingest(request: IngestRequested, deps: Deps) -> Outcome:
     """Store the request's candles once and snapshot the dataset, or refuse with the reason.
 
     Bad data and impossible requests are refused (recorded, IngestFailed) with nothing written.
-    A request that already succeeded is answered from its record, not applied again.
+    A request that already succeeded is answered from its record, not applied again; so is a
+    refused upload, whose file is discarded once its import has ended either way.
     Transient failures (database, NATS, an exchange that keeps timing out) propagate, so that
     the request is delivered again.
     """
@@ -76,6 +77,9 @@ async def ingest(request: IngestRequested, deps: Deps) -> Outcome:
     if previous is not None and previous.status == "succeeded":
         log.info("request already applied, answering from its record")
         return _from_record(request.request_id, previous)
+    if previous is not None and request.source == "upload":
+        # Its file was discarded when it was refused; the refusal is the answer.
+        return _refusal_from_record(request, previous)
     try:
         if request.source == "file":
             received = await _from_file(request, deps)
@@ -88,7 +92,10 @@ async def ingest(request: IngestRequested, deps: Deps) -> Outcome:
         failure: dict[str, Any] = {"reason": str(exc)}
         if isinstance(exc, CandleDataError):
             failure |= {"problem": exc.problem, "where": exc.where}
-        return await refuse(request, failure, deps)
+        refused = await refuse(request, failure, deps)
+        await _discard_upload(request, deps)
+        return refused
+    await _discard_upload(request, deps)
     elapsed = time.perf_counter() - started
     deps.metrics.requests.labels(request.source, "succeeded").inc()
     deps.metrics.rows_added.labels(request.source).inc(outcome.rows_added)
@@ -104,6 +111,12 @@ async def ingest(request: IngestRequested, deps: Deps) -> Outcome:
         timings_ms=report["timings_ms"],
     )
     return outcome
+
+
+async def _discard_upload(request: IngestRequested, deps: Deps) -> None:
+    """Uploads live in the object store only until their import has ended either way."""
+    if request.source == "upload" and request.path is not None:
+        await deps.uploads.discard(request.path)
 
 
 async def refuse(request: IngestRequested, report: dict[str, Any], deps: Deps) -> IngestFailed:
@@ -275,6 +288,15 @@ def _differing(new: Candles, dataset: Candles) -> int:
 
 def _ms(begin: float, end: float) -> float:
     return round((end - begin) * 1000, 1)
+
+
+def _refusal_from_record(request: IngestRequested, record: repository.IngestRecord) -> IngestFailed:
+    return IngestFailed(
+        message_id=failed_id(request.request_id),
+        request_id=request.request_id,
+        dataset=request.dataset,
+        reason=record.report["reason"],
+    )
 
 
 def _from_record(request_id: str, record: repository.IngestRecord) -> CandlesIngested:

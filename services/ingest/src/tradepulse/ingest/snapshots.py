@@ -44,6 +44,8 @@ class NatsSnapshotStore:
 class UploadStore(Protocol):
     async def get(self, name: str) -> bytes: ...
 
+    async def discard(self, name: str) -> None: ...
+
 
 class NatsUploadStore:
     """The uploads bucket (`Names.uploads_bucket`): files the gateway received."""
@@ -57,3 +59,12 @@ class NatsUploadStore:
             return await get_object(self._js, self._bucket, name)
         except ObjectNotFoundError as exc:
             raise InvalidRequestError(f"no uploaded file named {name!r}") from exc
+
+    async def discard(self, name: str) -> None:
+        """Remove an upload whose import has ended; a redelivered request for it is answered
+        from the request's record, so the file is never needed again."""
+        store = await self._js.object_store(self._bucket)
+        try:
+            await store.delete(name)
+        except ObjectNotFoundError:
+            return
