@@ -1,4 +1,5 @@
-"""Faults with real processes: a killed job holder, duplicated messages, PostgreSQL restarting.
+"""Faults with real processes: a killed job holder, duplicated messages, PostgreSQL and NATS
+restarting.
 
 Each test runs the same request twice, once undisturbed and once with the fault, and
 requires the same trials and the same configuration.
@@ -158,6 +159,46 @@ async def test_postgresql_restarted_mid_job_the_job_completes_the_same(
         a = await client.config_for_job(calm.job_id)
         b = await client.config_for_job(hit.job_id, within=60)
         assert (a.params, a.fingerprint) == (b.params, b.fingerprint)
+
+
+async def test_nats_killed_mid_job_the_job_completes_the_same(
+    env: Env, tmp_path: Path, shared_candles_path: Path
+) -> None:
+    data = excerpt(shared_candles_path, 10_000, tmp_path / "btc.csv")
+    # Its own NATS server (the supervisor's embedded one, restarted on the same port with the
+    # same JetStream store when it dies), so the kill hurts no other test.
+    async with running_system(
+        tmp_path, env.names, trainers=2, nats_url=None, database_url=env.database_url
+    ) as system:
+        async with Client.connect(system.nats_url, env.names) as client:
+            await client.ingest_file(data)
+            calm = request()
+            await client.submit(calm)
+            assert (await client.wait_job(calm.job_id)).status == "completed"
+
+            hit = request()
+            await client.submit(hit)
+            await client.wait_trials_done(hit.job_id, 40)
+            view = await client.job(hit.job_id)
+            assert view is not None
+            assert view.status == "running", "the job must still be running when NATS dies"
+            system.kill("nats")
+            done = await client.wait_job(hit.job_id, within=150)
+            assert done.status == "completed", done.error
+            assert outcome(await client.trials(hit.job_id)) == outcome(
+                await client.trials(calm.job_id)
+            )
+            a = await client.config_for_job(calm.job_id)
+            b = await client.config_for_job(hit.job_id, within=60)
+            assert (a.params, a.fingerprint) == (b.params, b.fingerprint)
+
+        # Each service said once that NATS was gone and once that it was back, as log lines
+        # rather than nats-py's traceback for every reconnect attempt.
+        for service in ("ingest-1", "registry-1", "trainer-1", "trainer-2"):
+            text = (system.logs_dir / f"{service}.log").read_text()
+            assert text.count('"event": "nats_disconnected"') == 1, service
+            assert text.count('"event": "nats_reconnected"') == 1, service
+            assert "encountered error" not in text, service
 
 
 async def test_a_trainer_stops_on_sigterm_even_when_its_database_is_gone(

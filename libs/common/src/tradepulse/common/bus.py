@@ -20,17 +20,48 @@ from nats.js.errors import BadRequestError
 
 from tradepulse.common.contracts.base import Message
 from tradepulse.common.contracts.subjects import Names
+from tradepulse.common.logging import get_logger
 
 DUPLICATE_WINDOW_S = 120.0
 EVENTS_MAX_AGE_S = 7 * 24 * 3600.0
 
 
+class ConnectionLog:
+    """nats-py's callbacks as log lines: one when the connection is lost, one when it is back
+    with how long it was away. Without them nats-py prints a traceback for every failed
+    reconnect attempt, two a second for as long as NATS is down."""
+
+    def __init__(self, name: str) -> None:
+        self._log = get_logger("nats").bind(connection=name)
+        self._lost_at: float | None = None
+        self.client: NatsClient | None = None
+
+    async def on_error(self, exc: Exception) -> None:
+        if self._lost_at is None:
+            self._log.warning("nats_error", error=str(exc) or type(exc).__name__)
+
+    async def on_disconnected(self) -> None:
+        if self.client is not None and self.client.is_closed:
+            return  # closed on purpose: nothing was lost
+        if self._lost_at is None:
+            self._lost_at = asyncio.get_running_loop().time()
+            self._log.warning("nats_disconnected")
+
+    async def on_reconnected(self) -> None:
+        away = 0.0
+        if self._lost_at is not None:
+            away = asyncio.get_running_loop().time() - self._lost_at
+        self._lost_at = None
+        self._log.info("nats_reconnected", away_s=round(away, 2))
+
+
 async def connect(url: str, name: str, *, connect_timeout: float = 30.0) -> NatsClient:
     """Connect, retrying until `connect_timeout`; once connected, reconnect forever."""
+    callbacks = ConnectionLog(name)
     # With unlimited reconnects nats-py retries a first connection forever too, so the
     # deadline is enforced here.
     try:
-        return await asyncio.wait_for(
+        callbacks.client = await asyncio.wait_for(
             nats.connect(
                 url,
                 name=name,
@@ -38,9 +69,13 @@ async def connect(url: str, name: str, *, connect_timeout: float = 30.0) -> Nats
                 reconnect_time_wait=0.5,
                 connect_timeout=2,
                 allow_reconnect=True,
+                error_cb=callbacks.on_error,
+                disconnected_cb=callbacks.on_disconnected,
+                reconnected_cb=callbacks.on_reconnected,
             ),
             timeout=connect_timeout,
         )
+        return callbacks.client
     except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
         raise ConnectionError(f"cannot reach NATS at {url} within {connect_timeout:g} s") from exc
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 import nats.errors
 import structlog
@@ -40,7 +41,11 @@ def build_app(deps: handlers.Deps, js: JetStreamContext, registry: CollectorRegi
         name=f"ingest-{settings.replica}",
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
-        middlewares=[NatsPrometheusMiddleware(registry=registry, app_name="ingest")],
+        # FastStream's own lines go through structlog like the rest; per-message lines only at
+        # DEBUG, so that every coverage query does not write two log lines.
+        logger=get_logger("faststream"),
+        log_level=logging.DEBUG,
+        middlewares=[NatsPrometheusMiddleware(registry=registry, app_name="tradepulse-ingest")],
     )
 
     @broker.subscriber(
