@@ -385,8 +385,12 @@ def simulate(
         sizing_equity = cash  # no trade is open at the close of k, so equity == cash
         risk = abs(p - sl)
         # READING: with atr_multiplier_sl = 0 the risk distance is 0; the uncapped size is
-        # then taken as +infinity, so the leverage cap decides the size.
-        qty = sizing_equity * risk_per_trade / risk if risk > 0 else math.inf
+        # then taken as +infinity, so the leverage cap decides the size, unless
+        # risk_per_trade is 0 as well: risking nothing sizes 0 at any distance.
+        if risk > 0:
+            qty = sizing_equity * risk_per_trade / risk
+        else:
+            qty = math.inf if risk_per_trade > 0 else 0.0
         qty = min(qty, sizing_equity * max_leverage / fill)
         entry_fee = qty * fill * fee_rate
         cash = cash - entry_fee
@@ -407,6 +411,14 @@ def simulate(
 # --------------------------------------------------------------------------- section 6
 
 
+def _ratio(a: float, b: float) -> float:
+    """a / b as IEEE arithmetic has it (Python raises on b == 0): equity that reached 0
+    makes the next return +inf (or -inf), and 0 / 0 makes it NaN."""
+    if b != 0:
+        return a / b
+    return math.nan if a == 0 else math.copysign(math.inf, a) * math.copysign(1.0, b)
+
+
 def compute_metrics(
     trades: Sequence[Mapping[str, Any]],
     equity: Sequence[float],
@@ -417,7 +429,7 @@ def compute_metrics(
 ) -> dict[str, float | int | None]:
     """Every metric of section 6 over the given (already windowed) equity curve."""
     ppy = 365 * 86400 / timeframe_seconds
-    returns = [equity[k] / equity[k - 1] - 1 for k in range(1, len(equity))]
+    returns = [_ratio(equity[k], equity[k - 1]) - 1 for k in range(1, len(equity))]
     nets = [float(t["net_pnl"]) for t in trades]
     winners = [x for x in nets if x > 0]
     losers = [x for x in nets if x < 0]
@@ -462,8 +474,11 @@ def compute_metrics(
         max_dd = max(max_dd, (peak - value) / peak * 100)
     m["max_drawdown_pct"] = max_dd
 
-    sharpe = 0.0
-    if len(returns) >= 2:
+    # READING: once equity has been exactly 0, the next return is +-inf or NaN, and so is
+    # every formula over the returns: Sharpe and Sortino are null (not finite).
+    defined = all(math.isfinite(x) for x in returns)
+    sharpe: float | None = 0.0 if defined else None
+    if defined and len(returns) >= 2:
         mean_r = _mean(returns)
         std = math.sqrt(math.fsum((x - mean_r) ** 2 for x in returns) / (len(returns) - 1))
         if std != 0:
@@ -471,7 +486,7 @@ def compute_metrics(
     m["sharpe_ratio"] = sharpe
 
     sortino: float | None = None
-    if any(x < 0 for x in returns):
+    if defined and any(x < 0 for x in returns):
         downside = math.sqrt(math.fsum(min(x, 0.0) ** 2 for x in returns) / len(returns))
         sortino = _mean(returns) / downside * math.sqrt(ppy)
     m["sortino_ratio"] = sortino

@@ -1020,6 +1020,145 @@ def _warmup_sweep() -> Case:
 CASES.append(_warmup_sweep())
 
 
+def _equity_reaches_zero() -> Case:
+    # No fees or slippage, leverage 2, risk 100%: qty = min(10000*1/2.625, 10000*2/100) = 200
+    # at a fill of O[4] = 100. Bar 5 gaps to 50 <= SL 96.375: exit at 50, gross
+    # 200*(50-100) = -10000, so cash and equity are exactly 0, and no trade can open again.
+    # Returns: 0, 0, 0, 0, 0/10000 - 1 = -1, then 0/0 - 1 = NaN: Sharpe and Sortino are not
+    # finite (null); CAGR is null as the final equity is 0.
+    bars = (
+        *LONG_PREFIX,
+        (100, 100.5, 99.5, 100, 10),  # 4: entry at 100; equity 10000 + 200*(100-100)
+        (50, 51, 49, 50, 10),  # 5: O 50 <= SL -> stop at the open
+        (50, 51, 49, 50, 10),  # 6: equity 0
+    )
+    sl = LONG_P - LONG_ATR3
+    trade = {
+        "side": "long",
+        "signal_bar": 3,
+        "entry_bar": 4,
+        "signal_price": LONG_P,
+        "fill_price": 100.0,
+        "stop_loss": sl,
+        "take_profit": LONG_P + 2 * (LONG_P - sl),
+        "qty": 200.0,
+        "exit_bar": 5,
+        "exit_price": 50.0,
+        "exit_reason": "stop_loss",
+        "gross_pnl": -10000.0,
+        "net_pnl": -10000.0,
+        "fees": 0.0,
+    }
+    return Case(
+        "equity reaches exactly 0: the next return is 0/0",
+        bars,
+        (trade,),
+        settings={"fee_rate": 0.0, "slippage": 0.0, "max_leverage": 2.0, "risk_per_trade": 1.0},
+        equity=(INIT, INIT, INIT, INIT, INIT, 0.0, 0.0),
+        metrics={
+            "net_profit": -10000.0,
+            "max_drawdown_pct": 100.0,
+            "profit_factor": 0.0,
+            "sharpe_ratio": None,
+            "sortino_ratio": None,
+            "cagr_pct": None,
+            "calmar_ratio": None,
+        },
+    )
+
+
+CASES.append(_equity_reaches_zero())
+
+
+def _equity_crosses_zero() -> Case:
+    # atr_multiplier_sl 30: SL = 99 - 30*2.625 = 20.25, TP = 99 + 2*78.75 = 256.5, neither
+    # reached. Risk 200%, leverage 2: qty = min(10000*2/78.75, 10000*2/100) = 200.
+    # Equity at the closes of 4, 5, 6: 10000 + 200*(50-100) = 0, 10000 + 200*(60-100) = 2000,
+    # and 2000 after the end-of-data exit at C[6] = 60. The return of bar 5 is 2000/0 - 1 =
+    # +inf: Sharpe and Sortino are null; CAGR and Calmar only need the final equity.
+    bars = (
+        *LONG_PREFIX,
+        (100, 101, 49, 50, 10),  # 4: entry at 100, close 50
+        (50, 61, 49, 60, 10),  # 5
+        (60, 61, 59, 60, 10),  # 6: end of data
+    )
+    sl = LONG_P - 30 * LONG_ATR3
+    trade = {
+        "side": "long",
+        "signal_bar": 3,
+        "entry_bar": 4,
+        "signal_price": LONG_P,
+        "fill_price": 100.0,
+        "stop_loss": sl,
+        "take_profit": LONG_P + 2 * (LONG_P - sl),
+        "qty": 200.0,
+        "exit_bar": 6,
+        "exit_price": 60.0,
+        "exit_reason": "end_of_data",
+        "gross_pnl": -8000.0,
+        "net_pnl": -8000.0,
+        "fees": 0.0,
+    }
+    cagr = ((2000.0 / INIT) ** (PPY / 6) - 1) * 100
+    return Case(
+        "equity crosses exactly 0 at a close: the next return is x/0",
+        bars,
+        (trade,),
+        params={"atr_multiplier_sl": 30.0},
+        settings={"fee_rate": 0.0, "slippage": 0.0, "max_leverage": 2.0, "risk_per_trade": 2.0},
+        equity=(INIT, INIT, INIT, INIT, 0.0, 2000.0, 2000.0),
+        metrics={
+            "max_drawdown_pct": 100.0,
+            "sharpe_ratio": None,
+            "sortino_ratio": None,
+            "cagr_pct": cagr,
+            "calmar_ratio": cagr / 100.0,
+        },
+    )
+
+
+CASES.append(_equity_crosses_zero())
+
+
+def _no_risk_on_a_zero_stop_distance() -> Case:
+    # atr_multiplier_sl 0 and risk_per_trade 0: qty = 10000*0/|99 - 99| = 0/0. READING:
+    # risking nothing sizes 0, as at any other distance. SL = TP = 99; bar 4 opens at
+    # 99.5 >= TP: a take profit at the open, with nothing gained or paid.
+    bars = (
+        *LONG_PREFIX,
+        (99.5, 101, 99.2, 100.5, 10),  # 4: entry and exit at the open; L 99.2 > SL
+        (100.5, 101, 100, 100.5, 10),
+    )
+    trade = {
+        "side": "long",
+        "signal_bar": 3,
+        "entry_bar": 4,
+        "signal_price": LONG_P,
+        "fill_price": 99.5 * (1 + SLIP),
+        "stop_loss": LONG_P,
+        "take_profit": LONG_P,
+        "qty": 0.0,
+        "exit_bar": 4,
+        "exit_price": 99.5,
+        "exit_reason": "take_profit",
+        "gross_pnl": 0.0,
+        "net_pnl": 0.0,
+        "fees": 0.0,
+    }
+    return Case(
+        "risk_per_trade 0 on a zero stop distance sizes 0",
+        bars,
+        (trade,),
+        params={"atr_multiplier_sl": 0.0},
+        settings={"risk_per_trade": 0.0},
+        equity=(INIT,) * 6,
+        metrics={"net_profit": 0.0, "win_rate": 0.0, "sharpe_ratio": 0.0},
+    )
+
+
+CASES.append(_no_risk_on_a_zero_stop_distance())
+
+
 # ------------------------------------------------------------------ the runner
 
 

@@ -133,15 +133,21 @@ def metrics_nb(
     moved = np.empty(max(ret_count, 0))
     n_moved = 0
     total = 0.0
+    # Equity that reached exactly 0 makes the next return e/0 - 1: +-inf, or NaN while it
+    # stays 0. Every formula over the returns is then not finite: Sharpe and Sortino are null.
+    undefined = False
     for k in range(1, n):
         e = equity[k]
         prev = equity[k - 1]
-        if e == prev:
+        if prev == 0.0:
+            undefined = True
+        elif e == prev:
             continue
-        r = e / prev - 1.0
-        moved[n_moved] = r
-        n_moved += 1
-        total += r
+        else:
+            r = e / prev - 1.0
+            moved[n_moved] = r
+            n_moved += 1
+            total += r
         if e > peak:
             peak = e
         else:
@@ -182,6 +188,9 @@ def metrics_nb(
     else:
         out[18] = np.nan
         out[19] = np.nan
+    if undefined:
+        out[17] = np.nan
+        out[18] = np.nan
     out[20] = out[19] / max_dd if (not math.isnan(out[19])) and max_dd != 0.0 else np.nan
     out[21] = exposed_bars / n * 100.0
     return out

@@ -73,7 +73,12 @@ def simulate_nb(
         # Sized from the signal price, never the fill; the leverage cap uses the fill.
         cap = cash * max_leverage / fill
         distance = abs(sig_price - sl)
-        qty = cap if distance == 0.0 else cash * risk_per_trade / distance
+        if distance > 0.0:
+            qty = cash * risk_per_trade / distance
+        else:
+            # 0/0 when nothing is risked on a stop at the price: risking nothing sizes 0, as
+            # at any other distance; any risk on a zero distance wants an unbounded size.
+            qty = cap if risk_per_trade > 0.0 else 0.0
         if qty > cap:
             qty = cap
         entry_fee = qty * fill * fee_rate
