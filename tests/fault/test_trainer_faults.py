@@ -129,6 +129,101 @@ async def test_duplicated_messages_store_nothing_twice(
             await conn.close()
 
 
+async def test_a_job_resumed_with_every_trial_stored_completes_with_its_best(
+    env: Env, tmp_path: Path, shared_candles_path: Path
+) -> None:
+    """The holder died after the workers had stored every trial but before it told the last
+    batch: the replica that takes the job over has nothing left to run, and must still record
+    the best trial and the count before it completes the job."""
+    data = excerpt(shared_candles_path, 8_000, tmp_path / "btc.csv")
+    async with (
+        running_system(
+            tmp_path, env.names, trainers=1, nats_url=env.nats_url, database_url=env.database_url
+        ),
+        Client.connect(env.nats_url, env.names) as client,
+    ):
+        await client.ingest_file(data)
+        job = request(optimizer="random", n_iterations=48)
+        await client.submit(job)
+        done = await client.wait_job(job.job_id)
+        assert done.status == "completed", done.error
+
+        # The state a holder killed at that moment leaves behind.
+        conn = await asyncpg.connect(env.database_url)
+        try:
+            await conn.execute(
+                """UPDATE training.jobs SET status = 'running', progress = 50, trials_done = 24,
+                       best_trial = NULL, best_value = NULL, finished_at = NULL,
+                       holder = 'trainer-dead', lease_until = now() - interval '1 second'
+                   WHERE job_id = $1""",
+                job.job_id,
+            )
+        finally:
+            await conn.close()
+        await client.submit(job.model_copy(update={"message_id": uuid.uuid4().hex}))
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while True:
+            view = await client.job(job.job_id)
+            assert view is not None
+            if view.status != "running" and view.best_trial is not None:
+                break
+            assert loop.time() < deadline, view
+            await asyncio.sleep(0.2)
+        assert view.status == "completed", view.error
+        assert (view.best_trial, view.best_value) == (done.best_trial, done.best_value)
+        assert (view.trials_done, view.progress) == (48, 100.0)
+        assert view.holder == "trainer-1"
+
+
+async def test_a_work_item_that_crashes_its_evaluation_fails_its_trials_and_nothing_else(
+    env: Env, tmp_path: Path, shared_candles_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception the trainer does not expect (here an IndexError from a window outside the
+    snapshot) must not end the replica's trial loop: the item is retried, then its trials are
+    stored as failed with the reason, and the replica goes on with other work."""
+    monkeypatch.setenv("TRAINER_TRIAL_MAX_DELIVER", "2")
+    data = excerpt(shared_candles_path, 8_000, tmp_path / "btc.csv")
+    async with (
+        running_system(
+            tmp_path, env.names, trainers=1, nats_url=env.nats_url, database_url=env.database_url
+        ),
+        Client.connect(env.nats_url, env.names) as client,
+    ):
+        await client.ingest_file(data)
+        first = request(optimizer="random", n_iterations=16)
+        await client.submit(first)
+        assert (await client.wait_job(first.job_id)).status == "completed"
+        config = await client.config_for_job(first.job_id)
+
+        poisoned = TrialWork(
+            message_id=uuid.uuid4().hex,
+            job_id=first.job_id,
+            strategy=first.strategy,
+            trials=[TrialSpec(number=900, params=config.params)],
+            window=config.window.model_copy(update={"begin": 5_000, "stop": 10}),
+            regime=first.regime,
+            settings=first.settings,
+            objective=first.objective,
+            min_trades=first.min_trades,
+        )
+        await publish(client.js, client.names.trial_work, poisoned)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while not (failed := [t for t in await client.trials(first.job_id) if t.number == 900]):
+            assert loop.time() < deadline, "the crashing item was never given up"
+            await asyncio.sleep(0.3)
+        assert failed[0].state == "failed"
+        assert (failed[0].reason or "").startswith(
+            "gave up after 2 attempts: internal error: IndexError: slice 5000:10 outside"
+        ), failed[0].reason
+
+        after = request(optimizer="random", n_iterations=16, seed=7)
+        await client.submit(after)
+        assert (await client.wait_job(after.job_id, within=60)).status == "completed"
+
+
 async def test_postgresql_restarted_mid_job_the_job_completes_the_same(
     env: Env, tmp_path: Path, shared_candles_path: Path
 ) -> None:

@@ -368,6 +368,7 @@ class TrialOut(BaseModel):
     fingerprint: str
     duration_ms: float
     replica: str
+    reason: str | None = Field(default=None, description="why a failed trial failed")
 
 
 def trial_out(view: TrialView) -> TrialOut:

@@ -19,6 +19,7 @@ import numpy as np
 import structlog
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.errors import ObjectNotFoundError
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
@@ -41,12 +42,13 @@ from tradepulse.common.db.pool import TRANSIENT as DATABASE_TRANSIENT
 from tradepulse.common.logging import get_logger
 from tradepulse.common.metrics import new_registry, serve_metrics
 from tradepulse.quant import Candles, LiquiditySweep, last_window, run_backtest
-from tradepulse.trainer.errors import JobHeldElsewhereError
+from tradepulse.trainer.errors import JobHeldElsewhereError, SnapshotMissingError
 from tradepulse.trainer.evaluate import DatasetCache
 from tradepulse.trainer.handlers import (
     Deps,
     code_version,
     finish_failed,
+    give_up_trials,
     hold_job,
     job_view,
     publish_terminal,
@@ -110,7 +112,13 @@ class Trainer:
         await ensure_streams(self.js, self.names, s.stream_replicas)
 
         async def load_snapshot(name: str) -> bytes:
-            return await get_object(self.js, self.names.candles_bucket, name)
+            try:
+                return await get_object(self.js, self.names.candles_bucket, name)
+            except ObjectNotFoundError as exc:
+                # Not a passing fault like the other NATS errors: retrying cannot bring it back.
+                raise SnapshotMissingError(
+                    f"dataset snapshot {name} is no longer in the object store"
+                ) from exc
 
         self.deps = Deps(
             repo=TrainingRepository(self.pool),
@@ -368,20 +376,41 @@ class Trainer:
             work = TrialWork.from_bytes(msg.data)
         except ValidationError as exc:
             log.error("refusing a malformed trial work item", error=str(exc))
-            await msg.term()
+            with contextlib.suppress(Exception):
+                await msg.term()
             return
+        numbers = [t.number for t in work.trials]
         try:
             results = await run_trials(work, self.deps)
         except TRANSIENT as exc:
             log.warning(
                 "trials interrupted; they will be retried",
                 job_id=work.job_id,
-                trials=[t.number for t in work.trials],
+                trials=numbers,
                 error=str(exc),
             )
             with contextlib.suppress(Exception):
                 await msg.nak(delay=1)
             return
+        except Exception as exc:
+            # A bug or a state this code does not expect: it must neither end this replica's
+            # trial loop nor leave the job waiting forever for these trials.
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            attempts = msg.metadata.num_delivered or 1
+            log.exception("trials crashed", job_id=work.job_id, trials=numbers, attempt=attempts)
+            if attempts < self.settings.trial_max_deliver:
+                with contextlib.suppress(Exception):
+                    await msg.nak(delay=2)
+                return
+            try:
+                results = await give_up_trials(
+                    work, f"gave up after {attempts} attempts: {reason}", self.deps
+                )
+            except Exception:
+                log.exception("could not store the failed trials", job_id=work.job_id)
+                with contextlib.suppress(Exception):
+                    await msg.nak(delay=5)
+                return
         for result in results:
             self.metrics.trials.labels(result.state).inc()
             self.metrics.trial_seconds.observe(result.duration_ms / 1000)

@@ -15,3 +15,7 @@ class JobHeldElsewhereError(ServiceError):
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
         super().__init__(f"job {job_id} is held by another replica")
+
+
+class SnapshotMissingError(JobError):
+    """A dataset snapshot a job refers to is no longer in the object store."""

@@ -40,7 +40,7 @@ from tradepulse.common.contracts.training import (
 )
 from tradepulse.common.logging import get_logger
 from tradepulse.quant import QuantError, get_strategy, last_window, range_window
-from tradepulse.trainer.errors import JobError, JobHeldElsewhereError
+from tradepulse.trainer.errors import JobError, JobHeldElsewhereError, SnapshotMissingError
 from tradepulse.trainer.evaluate import DatasetCache, evaluate
 from tradepulse.trainer.optimizer import Asked, BatchOptimizer, SamplerSpec, Told
 from tradepulse.trainer.repository import TERMINAL, StoredTrial, TrainingRepository
@@ -80,7 +80,8 @@ class Deps:
 
 
 def progress_of(done: int, total: int) -> float:
-    return round(100.0 * done / total, 1)
+    """Percent done to 0.1, rounded down: 100.0 only once every trial is in."""
+    return (1000 * done // total) / 10
 
 
 async def resolve_window(request: TrainingRequested, deps: Deps) -> DataWindow:
@@ -260,6 +261,10 @@ async def hold_job(request: TrainingRequested, deps: Deps, cancel: asyncio.Event
             await record_progress(request, done, results, deps)
     finally:
         await sub.unsubscribe()
+    if told_upto == n:
+        # Resumed with every trial already stored (the last holder died after the workers
+        # finished): nothing was told above, so the job's best and count are recorded here.
+        await record_progress(request, n, results, deps)
 
     best = best_of(results)
     if best is None:
@@ -439,6 +444,22 @@ async def publish_terminal(job_id: str, deps: Deps) -> None:
     )
 
 
+def failed_trial(work: TrialWork, trial: TrialSpec, reason: str, replica: str) -> TrialCompleted:
+    return TrialCompleted(
+        message_id=f"{work.job_id}.trial.{trial.number}.done",
+        job_id=work.job_id,
+        number=trial.number,
+        params=trial.params,
+        state="failed",
+        value=None,
+        metrics={},
+        fingerprint="",
+        duration_ms=0.0,
+        replica=replica,
+        reason=reason,
+    )
+
+
 async def run_trials(work: TrialWork, deps: Deps) -> list[TrialCompleted]:
     """Evaluate, store and announce the trials of a work item; none if the job was cancelled."""
     if work.job_id in deps.cancelled_jobs:
@@ -447,21 +468,21 @@ async def run_trials(work: TrialWork, deps: Deps) -> list[TrialCompleted]:
     for trial in work.trials:
         try:
             result = await evaluate(work, trial, deps.cache, deps.replica)
-        except QuantError as exc:
-            result = TrialCompleted(
-                message_id=f"{work.job_id}.trial.{trial.number}.done",
-                job_id=work.job_id,
-                number=trial.number,
-                params=trial.params,
-                state="failed",
-                value=None,
-                metrics={},
-                fingerprint="",
-                duration_ms=0.0,
-                replica=deps.replica,
-                reason=f"cannot evaluate: {exc}",
-            )
+        except (QuantError, SnapshotMissingError) as exc:
+            result = failed_trial(work, trial, f"cannot evaluate: {exc}", deps.replica)
         results.append(result)
+    return await store_trials(work, results, deps)
+
+
+async def give_up_trials(work: TrialWork, reason: str, deps: Deps) -> list[TrialCompleted]:
+    """Store a work item that keeps crashing its evaluation as failed trials, with why."""
+    results = [failed_trial(work, t, reason, deps.replica) for t in work.trials]
+    return await store_trials(work, results, deps)
+
+
+async def store_trials(
+    work: TrialWork, results: list[TrialCompleted], deps: Deps
+) -> list[TrialCompleted]:
     await deps.repo.insert_trials(
         [(r, t.sampler_state) for r, t in zip(results, work.trials, strict=True)]
     )
@@ -519,4 +540,5 @@ def trial_view(t: StoredTrial) -> TrialView:
         fingerprint=t.fingerprint,
         duration_ms=t.duration_ms,
         replica=t.replica,
+        reason=t.reason,
     )

@@ -26,5 +26,8 @@ class TrainerSettings(CommonSettings):
     # about when JetStream redelivers its job.
     lease_seconds: float = Field(default=15.0, gt=0, validation_alias="TRAINER_LEASE_SECONDS")
     job_max_deliver: int = Field(default=10, ge=1, validation_alias="TRAINER_JOB_MAX_DELIVER")
+    # A work item that crashed its evaluation this many times is stored as failed trials, so
+    # that the job goes on (and says why) instead of waiting for it forever.
+    trial_max_deliver: int = Field(default=5, ge=1, validation_alias="TRAINER_TRIAL_MAX_DELIVER")
     result_poll_interval: float = Field(default=1.0, gt=0, validation_alias="TRAINER_POLL_INTERVAL")
     coverage_wait: float = Field(default=30.0, gt=0, validation_alias="TRAINER_COVERAGE_WAIT")

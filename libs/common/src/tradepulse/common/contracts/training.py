@@ -226,6 +226,7 @@ class TrialView(Contract):
     fingerprint: str
     duration_ms: float
     replica: str
+    reason: str | None = Field(default=None, description="why a failed trial failed")
 
 
 class TrialsReply(Message):
