@@ -89,6 +89,16 @@ async def test_same_seed_same_trials_other_seed_other_trials_any_replica_count(
             if label == "d":
                 replicas = {t.replica for t in await client.trials(job.job_id)}
                 assert len(replicas) >= 2, f"3 replicas should share the trials, got {replicas}"
+            if label in ("a", "d"):
+                # The other optimizers, on 1 replica and on 3.
+                for optimizer in ("random", "grid", "cmaes"):
+                    other = request(optimizer=optimizer, n_iterations=32, seed=seed)
+                    await client.submit(other)
+                    done = await client.wait_job(other.job_id)
+                    assert done.status == "completed", (optimizer, done.error)
+                    runs[f"{label}-{optimizer}"] = outcome(await client.trials(other.job_id))
+    for optimizer in ("random", "grid", "cmaes"):
+        assert runs[f"a-{optimizer}"] == runs[f"d-{optimizer}"], optimizer
     assert len(runs["a"]) == 32
     assert runs["a"] == runs["b"]
     assert runs["a"] == runs["d"], "3 replicas must give the trials of 1"

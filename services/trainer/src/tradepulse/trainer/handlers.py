@@ -225,7 +225,17 @@ async def hold_job(request: TrainingRequested, deps: Deps, cancel: asyncio.Event
     history = [
         Told(k, stored[k].params, stored[k].value, attrs.get(k, {})) for k in range(told_upto)
     ]
-    optimizer = BatchOptimizer(spec, request.seed, space, history)
+    # The sampler's work runs in a thread: TPE's cost grows with the trials told, and the
+    # event loop must keep renewing the lease and answering meanwhile.
+    try:
+        optimizer = await asyncio.to_thread(BatchOptimizer, spec, request.seed, space, history)
+        if optimizer.grid is not None and optimizer.grid.size < n:
+            raise JobError(
+                f"the grid has {optimizer.grid.size:,} points, fewer than the"
+                f" {n:,} trials asked: lower n_iterations"
+            )
+    except JobError as exc:
+        return await finish_failed(job_id, str(exc), deps)
     results: dict[int, TrialCompleted] = {k: stored[k] for k in range(told_upto)}
     log.info("job held", job_id=job_id, resumed_from=told_upto, batch_size=batch_size)
 
@@ -242,7 +252,9 @@ async def hold_job(request: TrainingRequested, deps: Deps, cancel: asyncio.Event
             if cancel.is_set() or await repo.cancel_requested(job_id):
                 return await finish_cancelled(job_id, deps)
             while len(in_flight) < depth and asked_upto < n:
-                asked = optimizer.ask_batch(min(batch_size, n - asked_upto))
+                asked = await asyncio.to_thread(
+                    optimizer.ask_batch, min(batch_size, n - asked_upto)
+                )
                 numbers = [a.number for a in asked]
                 if numbers != list(range(asked_upto, asked_upto + len(asked))):
                     raise RuntimeError(
@@ -255,7 +267,7 @@ async def hold_job(request: TrainingRequested, deps: Deps, cancel: asyncio.Event
             batch = await wait_for_batch(job_id, numbers, inbox, deps, cancel)
             if batch is None:
                 return await finish_cancelled(job_id, deps)
-            optimizer.tell_batch({k: batch[k].value for k in numbers})
+            await asyncio.to_thread(optimizer.tell_batch, {k: batch[k].value for k in numbers})
             results.update(batch)
             done += len(numbers)
             await record_progress(request, done, results, deps)
