@@ -62,6 +62,18 @@ def test_only_the_digests_of_the_keys_are_kept(monkeypatch: pytest.MonkeyPatch) 
     assert KEY not in config.model_dump_json()
 
 
+@pytest.mark.parametrize("published", ["tradepulse-dev-key", "change-me"])
+def test_production_refuses_a_key_published_in_the_repository(
+    monkeypatch: pytest.MonkeyPatch, published: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=f"holds '{published}', a key published"):
+        create_app(
+            settings(monkeypatch, TP_ENV="production", TRADEPULSE_API_KEYS=f"{KEY},{published}")
+        )
+    create_app(settings(monkeypatch, TP_ENV="development", TRADEPULSE_API_KEYS=published))
+    create_app(settings(monkeypatch, TP_ENV="production", TRADEPULSE_API_KEYS=KEY))
+
+
 def test_production_without_keys_refuses_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigurationError, match="TRADEPULSE_API_KEYS"):
         create_app(settings(monkeypatch, TP_ENV="production"))

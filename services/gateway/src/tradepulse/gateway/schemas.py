@@ -91,10 +91,15 @@ def _timeframe(value: str) -> str:
 
 
 def _utc(value: datetime) -> datetime:
-    moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    if moment.timestamp() < 0:
+    try:
+        moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        seconds = moment.timestamp()
+    except (OverflowError, ValueError, OSError):
+        raise ValueError("must lie between 1970-01-01 and 9999-12-31 in UTC") from None
+    if seconds < 0:
         raise ValueError("must not be before 1970-01-01")
-    return moment
+    # Moments travel as whole milliseconds; comparing them as such keeps `end > start` true.
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 StrategyName = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_strategy)]

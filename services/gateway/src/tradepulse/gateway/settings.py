@@ -15,6 +15,11 @@ def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+# Keys printed in this repository (docker-compose's development key, the example secret):
+# anyone can read them, so production refuses them.
+PUBLISHED_KEYS = {key_hash(k): k for k in ("tradepulse-dev-key", "change-me")}
+
+
 class GatewaySettings(CommonSettings):
     host: str = Field(default="127.0.0.1", validation_alias="GATEWAY_HOST")
     port: int = Field(default=8000, ge=0, le=65535, validation_alias="GATEWAY_PORT")
@@ -93,4 +98,11 @@ def check_startable(settings: GatewaySettings) -> None:
         raise ConfigurationError(
             "TP_ENV=production and TRADEPULSE_API_KEYS is empty: the gateway has no default key; "
             "set TRADEPULSE_API_KEYS to one or more comma-separated keys"
+        )
+    published = [PUBLISHED_KEYS[h] for h in settings.api_key_hashes if h in PUBLISHED_KEYS]
+    if settings.production and published:
+        raise ConfigurationError(
+            f"TP_ENV=production and TRADEPULSE_API_KEYS holds {', '.join(map(repr, published))},"
+            " a key published in the TradePulse repository; generate your own, e.g. with"
+            " `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
         )
