@@ -27,6 +27,7 @@ from tradepulse.cli.errors import UserError
 from tradepulse.cli.main import main
 from tradepulse.cli.render import ProgressBar
 from tradepulse.cli.supervisor import ServiceSpec
+from tradepulse.cli.training import json_option
 
 
 def gateway_answering(
@@ -197,6 +198,42 @@ def test_the_client_uses_the_key_up_saved_when_none_is_set(tmp_path: Path) -> No
     assert (explicit.url, explicit.api_key) == ("http://h:1", "mine")
     with pytest.raises(UserError, match="http://"):
         connection_from({"TRADEPULSE_URL": "h:1"}, cwd=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"TRADEPULSE_URL": "http://localhost:99999"}, "port 99999 is not between 1 and 65535"),
+        ({"TRADEPULSE_URL": "http://[::1"}, "is not a valid URL"),
+        ({"TRADEPULSE_URL": "http://:8000"}, "names no host"),
+        ({"TRADEPULSE_API_KEY": "clé"}, "characters an HTTP header cannot carry"),
+        ({"TRADEPULSE_API_KEY": "two words"}, "characters an HTTP header cannot carry"),
+    ],
+)
+def test_a_bad_address_or_key_is_one_line_and_exit_code_2(
+    environ: dict[str, str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(UserError, match=message):
+        connection_from(environ, cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    for name in ("TRADEPULSE_URL", "TRADEPULSE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert main(["jobs"]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    assert err.count("\n") == 1
+
+
+def test_a_long_inline_option_is_not_taken_for_a_file_name() -> None:
+    with pytest.raises(UserError, match="--settings: not JSON nor a readable file"):
+        json_option("a" * 300, "--settings")
 
 
 def test_the_gateway_spec_gets_its_address_key_and_port() -> None:

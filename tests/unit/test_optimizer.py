@@ -80,9 +80,9 @@ def test_samplers_that_do_not_learn_may_have_two_batches_in_flight() -> None:
         assert [a.params for a in first + second] == [
             a.params for b in told_each_time for a in b
         ], name
+    bayesian = BatchOptimizer(SamplerSpec("bayesian", BATCH), 7, SPACE)
+    bayesian.ask_batch(BATCH)
     with pytest.raises(RuntimeError, match="must be told"):
-        bayesian = BatchOptimizer(SamplerSpec("bayesian", BATCH), 7, SPACE)
-        bayesian.ask_batch(BATCH)
         bayesian.ask_batch(BATCH)
 
 

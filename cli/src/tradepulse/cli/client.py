@@ -57,17 +57,42 @@ def connection_from(
     """The gateway URL (`url`, else TRADEPULSE_URL, else the default) and API key
     (TRADEPULSE_API_KEY, else the key `tradepulse up` saved in ./.tradepulse)."""
     base = (url or environ.get("TRADEPULSE_URL") or DEFAULT_URL).rstrip("/")
-    if not base.startswith(("http://", "https://")):
-        raise UserError(f"gateway URL {base!r} must start with http:// or https://")
+    _check_url(base)
     key = environ.get("TRADEPULSE_API_KEY") or None
     if key is not None:
-        return Connection(base, key, "TRADEPULSE_API_KEY")
+        return Connection(base, _checked_key(key, "TRADEPULSE_API_KEY"), "TRADEPULSE_API_KEY")
     key_file = (cwd or Path.cwd()) / DEFAULT_KEY_FILE
     with contextlib.suppress(OSError):
         saved = key_file.read_text().strip()
         if saved:
-            return Connection(base, saved, f"{key_file} (saved by tradepulse up)")
+            source = f"{key_file} (saved by tradepulse up)"
+            return Connection(base, _checked_key(saved, source), source)
     return Connection(base, None, "none")
+
+
+def _check_url(base: str) -> None:
+    if not base.startswith(("http://", "https://")):
+        raise UserError(f"gateway URL {base!r} must start with http:// or https://")
+    try:
+        parsed = httpx.URL(base)
+        port = parsed.port
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise UserError(f"gateway URL {base!r} is not a valid URL ({exc})") from None
+    if not parsed.host:
+        raise UserError(f"gateway URL {base!r} names no host")
+    if port is not None and not 0 < port < 65536:
+        raise UserError(f"gateway URL {base!r}: port {port} is not between 1 and 65535")
+
+
+def _checked_key(key: str, source: str) -> str:
+    # An HTTP header carries printable ASCII only; anything else cannot be a key the gateway
+    # issued, and httpx would fail with an encoding error.
+    if not (key.isascii() and key.isprintable()) or " " in key:
+        raise UserError(
+            f"the API key in {source} has characters an HTTP header cannot carry (spaces,"
+            " accents or control characters): copy the key exactly as it was printed"
+        )
+    return key
 
 
 def error_detail(body: Any) -> str:
@@ -163,6 +188,9 @@ class Gateway:
             )
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from None
+        except (httpx.InvalidURL, OverflowError, ValueError) as exc:
+            # A URL that parses but cannot be connected to (a port out of range, ...).
+            raise GatewayError(f"cannot send a request to {self.url}: {exc}") from None
         if response.is_success:
             return _body(response) if response.content else None
         raise self.status_error(response, what)
@@ -272,6 +300,9 @@ class Gateway:
                     yield event, _decode(data)
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from None
+        except (httpx.InvalidURL, OverflowError, ValueError) as exc:
+            # A URL that parses but cannot be connected to (a port out of range, ...).
+            raise GatewayError(f"cannot send a request to {self.url}: {exc}") from None
 
     async def follow(
         self, job_id: str, on_update: Callable[[dict[str, Any]], None]

@@ -96,7 +96,12 @@ def json_option(text: str, option: str) -> Any:
     """A JSON value given inline or as a file name."""
     source = text
     path = Path(text)
-    if not text.lstrip().startswith(("{", "[")) and path.is_file():
+    try:
+        # A long inline value is no file name at all: the OS says so with an error.
+        is_file = not text.lstrip().startswith(("{", "[")) and path.is_file()
+    except (OSError, ValueError):
+        is_file = False
+    if is_file:
         try:
             source = path.read_text()
         except OSError as exc:
