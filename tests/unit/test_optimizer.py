@@ -35,7 +35,9 @@ def run(optimizer: BatchOptimizer, batches: int) -> list[list[Asked]]:
 
 def history(batches: list[list[Asked]]) -> list[Told]:
     return [
-        Told(a.number, a.params, score(a.params), a.system_attrs) for batch in batches for a in batch
+        Told(a.number, a.params, score(a.params), a.system_attrs)
+        for batch in batches
+        for a in batch
     ]
 
 
