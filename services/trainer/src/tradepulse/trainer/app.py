@@ -302,6 +302,12 @@ class Trainer:
             await msg.term()
             return
         job_id = request.job_id
+        if job_id in self._job_cancels:
+            # Delivered again while this replica still runs it (its heartbeat was late):
+            # running it twice here would only do the work twice.
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=self.settings.lease_seconds)
+            return
         structlog.contextvars.bind_contextvars(job_id=job_id)
         cancel = asyncio.Event()
         if job_id in self.deps.cancelled_jobs:
@@ -312,6 +318,10 @@ class Trainer:
         try:
             if msg.metadata.num_delivered > self.settings.job_max_deliver:
                 await self.deps.repo.create_job(request)
+                if await self.deps.repo.held_by_another(job_id, self.settings.replica):
+                    # Deliveries also count the naks of duplicates and shutdowns: a job with
+                    # a live holder is running, not failing.
+                    raise JobHeldElsewhereError(job_id)
                 await finish_failed(
                     job_id,
                     f"gave up after {self.settings.job_max_deliver} attempts; see the trainer logs",
@@ -322,7 +332,12 @@ class Trainer:
                 log.info("job finished", status=status)
             await msg.ack_sync()
         except asyncio.CancelledError:
-            # Shutting down: hand the job to another replica now rather than after ack_wait.
+            # Shutting down: hand the job to another replica now rather than after ack_wait,
+            # and give up the lease so that it need not wait for the lease to run out either.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    self.deps.repo.release_lease(job_id, self.settings.replica), 2
+                )
             with contextlib.suppress(Exception):
                 await msg.nak()
             raise

@@ -89,6 +89,25 @@ class TrainingRepository:
         )
         return row is not None
 
+    async def held_by_another(self, job_id: str, replica: str) -> bool:
+        """Whether a replica other than `replica` holds the job under a lease still running."""
+        row = await self._fetchrow(
+            """SELECT EXISTS (SELECT 1 FROM training.jobs WHERE job_id = $1
+                 AND holder IS NOT NULL AND holder <> $2 AND lease_until >= now()) AS held""",
+            job_id,
+            replica,
+        )
+        return bool(row and row["held"])
+
+    async def release_lease(self, job_id: str, holder: str) -> None:
+        # One round trip, no retry: this runs while the replica shuts down.
+        await self.pool.execute(
+            """UPDATE training.jobs SET holder = NULL, lease_until = NULL, updated_at = now()
+               WHERE job_id = $1 AND holder = $2""",
+            job_id,
+            holder,
+        )
+
     async def renew_lease(self, job_id: str, holder: str, lease_s: float) -> None:
         await self._execute(
             """UPDATE training.jobs SET lease_until = now() + make_interval(secs => $3)
@@ -204,12 +223,17 @@ class TrainingRepository:
         return result.endswith(" 1")
 
     async def request_cancel(self, job_id: str) -> asyncpg.Record | None:
-        """Flag a job for cancellation; a job no replica holds yet is cancelled at once."""
+        """Flag a job for cancellation. A job no live replica holds (queued, or its holder died
+        and no replica has taken it over yet) is cancelled at once."""
         return await self._fetchrow(
             """UPDATE training.jobs
                SET cancel_requested = true, updated_at = now(),
-                   status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
-                   finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END
+                   status = CASE WHEN status = 'queued' OR (status = 'running' AND orphaned)
+                                 THEN 'cancelled' ELSE status END,
+                   finished_at = CASE WHEN status = 'queued' OR (status = 'running' AND orphaned)
+                                      THEN now() ELSE finished_at END
+               FROM (SELECT holder IS NULL OR lease_until < now() AS orphaned
+                     FROM training.jobs WHERE job_id = $1) AS lease
                WHERE job_id = $1
                RETURNING job_id, status""",
             job_id,

@@ -19,6 +19,11 @@ TRANSIENT = (
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.IdleSessionTimeoutError,
+    # A primary that has just become a standby (failover) refuses writes until the
+    # connection is re-established to the new primary.
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.TooManyConnectionsError,
     # A connection the server terminated mid-query can be left in its error-consuming state,
