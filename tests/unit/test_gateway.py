@@ -10,15 +10,21 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 
 import httpx
 import pytest
 from pydantic import ValidationError
 
+from tradepulse.common.contracts.subjects import Names
+from tradepulse.common.contracts.training import JobReply, JobView
 from tradepulse.gateway.app import create_app
+from tradepulse.gateway.errors import UnavailableError
+from tradepulse.gateway.live import MISSING_POLLS, JobStream
 from tradepulse.gateway.paging import fetch_pages
-from tradepulse.gateway.schemas import EnsembleBody, TrainingBody
+from tradepulse.gateway.schemas import EnsembleBody, TrainingBody, queued_view
 from tradepulse.gateway.settings import ConfigurationError, GatewaySettings, key_hash
+from tradepulse.gateway.tracking import RecentJobs
 
 KEY = "s3cret-key"
 PREDECESSOR = {
@@ -257,3 +263,59 @@ async def test_pages_are_fetched_in_chunks_and_joined_in_order() -> None:
     total, items = await fetch_pages(fetch, 1_000, 1000, 250)
     assert (total, items) == (1_100, list(range(1000, 1100)))
     assert asked == [(1000, 250)]
+
+
+class _Subscription:
+    def __init__(self, live: set[_Subscription]) -> None:
+        self.live = live
+        live.add(self)
+
+    async def unsubscribe(self) -> None:
+        self.live.discard(self)
+
+
+class _Gone:
+    """The gateway's view of a system in which no trainer knows the job (one handler's
+    stand-in: the flows themselves are tested against real NATS in tests/e2e)."""
+
+    def __init__(self, fail_on_subscription: int | None = None) -> None:
+        self.names = Names("tp")
+        self.settings = SimpleNamespace(sse_poll_s=0.01)
+        self.recent_jobs = RecentJobs(ttl_s=60)
+        self.metrics = SimpleNamespace(
+            live_streams=SimpleNamespace(inc=lambda: None, dec=lambda: None)
+        )
+        self.live: set[_Subscription] = set()
+        self.fail_on_subscription = fail_on_subscription
+        self.backend = self
+
+    async def subscribe(self, subject: str, cb: object) -> _Subscription:
+        if len(self.live) == self.fail_on_subscription:
+            raise UnavailableError("NATS went away")
+        return _Subscription(self.live)
+
+    async def request(self, subject: str, message: object, reply: type, service: str) -> object:
+        return JobReply(job=None)
+
+
+def _queued_job() -> JobView:
+    request = TrainingBody.model_validate(PREDECESSOR).to_request("job_live_test")
+    return queued_view(request, "2026-01-01T00:00:00Z")
+
+
+async def test_a_live_stream_ends_once_no_trainer_knows_its_job() -> None:
+    gw = _Gone()
+    stream = JobStream(gw, "job_live_test", _queued_job())  # type: ignore[arg-type]
+    events = [e async for e in stream.events()]
+    assert b"event: state" in events[0]
+    # The read right after subscribing is the first of the misses.
+    assert events[1:] == [b": keep-alive\n\n"] * (MISSING_POLLS - 1)
+    assert not gw.live, "every subscription is released"
+
+
+async def test_a_live_stream_that_fails_to_subscribe_leaves_no_subscription() -> None:
+    gw = _Gone(fail_on_subscription=2)
+    stream = JobStream(gw, "job_live_test", _queued_job())  # type: ignore[arg-type]
+    with pytest.raises(UnavailableError):
+        _ = [e async for e in stream.events()]
+    assert not gw.live

@@ -36,6 +36,8 @@ from tradepulse.gateway.state import Gateway
 
 QUEUE_SIZE = 256
 FINAL_STATE_WAIT_S = 3.0
+# Polls in a row (one per GATEWAY_SSE_POLL_S) that find no such job before a stream ends.
+MISSING_POLLS = 3
 
 log = get_logger(__name__)
 
@@ -49,6 +51,7 @@ class JobStream:
         self.trials_done = -1
         self.best_trial: int | None = None
         self.seq = 0
+        self.missing = 0
         self.queue: asyncio.Queue[JobProgress | str] = asyncio.Queue(QUEUE_SIZE)
 
     def _event(self, name: str, data: Any) -> bytes:
@@ -74,20 +77,23 @@ class JobStream:
             with contextlib.suppress(asyncio.QueueFull):
                 self.queue.put_nowait("terminal")
 
-    async def _subscribe(self) -> list[Subscription]:
+    async def _subscribe(self, subs: list[Subscription]) -> None:
+        """Subscribe into `subs` one by one, so that a failure halfway leaves nothing behind
+        that the caller does not unsubscribe."""
         names = self.gw.names
         backend = self.gw.backend
-        subs = [await backend.subscribe(names.job_progress(self.job_id), self._on_progress)]
+        subs.append(await backend.subscribe(names.job_progress(self.job_id), self._on_progress))
         for subject in (names.job_completed, names.job_failed, names.job_cancelled):
             subs.append(await backend.subscribe(subject, self._on_terminal))
-        return subs
 
     async def _fetch(self) -> JobView | None:
         try:
-            return await find_job(self.gw, self.job_id)
+            view = await find_job(self.gw, self.job_id)
         except ApiError as exc:
             log.info("live_fetch_failed", job_id=self.job_id, error=exc.detail)
             return None
+        self.missing = 0 if view is not None else self.missing + 1
+        return view
 
     def _progress_event(
         self,
@@ -166,7 +172,7 @@ class JobStream:
         self.gw.metrics.live_streams.inc()
         subs: list[Subscription] = []
         try:
-            subs = await self._subscribe()
+            await self._subscribe(subs)
             # Fetched again after subscribing: nothing that happened in between is missed.
             view = await self._fetch() or self.view
             self.view = view
@@ -189,6 +195,11 @@ class JobStream:
                     yield b": keep-alive\n\n"
                     polled = await self._fetch()
                     if polled is None:
+                        if self.missing >= MISSING_POLLS:
+                            # No trainer knows the job any more (and it is no longer one this
+                            # gateway just accepted): end the stream rather than beat forever.
+                            log.warning("live_job_gone", job_id=self.job_id)
+                            return
                         continue
                     if polled.status in TERMINAL_STATUSES:
                         self.view = polled
