@@ -103,6 +103,16 @@ async def test_the_predecessors_payloads_reproduce_and_match_the_cli_backtest(
         uploaded = await upload_candles(client, data)
         assert uploaded["dataset"]["rows"] == 6_000
         assert uploaded["dataset"]["exchange"] == "binanceus"
+        # Another gateway replica, which did not send the import, knows its outcome too.
+        async with (
+            running_gateway(tmp_path, env.names, env.nats_url) as other,
+            other.client() as elsewhere,
+        ):
+            seen = await elsewhere.get(f"/api/v2/data/ingest/{uploaded['request_id']}")
+            assert seen.status_code == 200, seen.text
+            assert seen.json() == uploaded
+            unknown = await elsewhere.get("/api/v2/data/ingest/ing_0123456789abcdef")
+            assert unknown.status_code == 404, unknown.text
 
         runs = {
             label: await start(client, {**PREDECESSOR_PAYLOAD, "seed": seed})

@@ -33,6 +33,7 @@ from tradepulse.common.contracts.market import (
     CoverageQuery,
     CoverageReply,
     DatasetKey,
+    GetIngest,
     IngestFailed,
     IngestRequested,
 )
@@ -653,3 +654,11 @@ async def test_an_uploaded_file_is_ingested_like_a_file(
         IngestRequested(request_id="up3", dataset=BTC, source="upload", path="u2/bad.csv"), deps
     )
     assert redelivered == bad
+
+    # What any gateway replica is told when it asks about these imports later.
+    status = await handlers.ingest_status(GetIngest(request_id="up"), deps)
+    assert (status.succeeded, status.failed) == (ok, None)
+    status = await handlers.ingest_status(GetIngest(request_id="up3"), deps)
+    assert (status.succeeded, status.failed) == (None, bad)
+    status = await handlers.ingest_status(GetIngest(request_id="never-sent"), deps)
+    assert (status.succeeded, status.failed) == (None, None)

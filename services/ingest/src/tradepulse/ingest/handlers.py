@@ -18,7 +18,9 @@ from tradepulse.common.contracts.market import (
     CoverageQuery,
     CoverageReply,
     DatasetCoverage,
+    GetIngest,
     IngestFailed,
+    IngestReply,
     IngestRequested,
 )
 from tradepulse.common.db.pool import retrying
@@ -79,7 +81,7 @@ async def ingest(request: IngestRequested, deps: Deps) -> Outcome:
         return _from_record(request.request_id, previous)
     if previous is not None and request.source == "upload":
         # Its file was discarded when it was refused; the refusal is the answer.
-        return _refusal_from_record(request, previous)
+        return _refusal_from_record(request.request_id, previous)
     try:
         if request.source == "file":
             received = await _from_file(request, deps)
@@ -290,12 +292,26 @@ def _ms(begin: float, end: float) -> float:
     return round((end - begin) * 1000, 1)
 
 
-def _refusal_from_record(request: IngestRequested, record: repository.IngestRecord) -> IngestFailed:
+def _refusal_from_record(request_id: str, record: repository.IngestRecord) -> IngestFailed:
     return IngestFailed(
-        message_id=failed_id(request.request_id),
-        request_id=request.request_id,
-        dataset=request.dataset,
+        message_id=failed_id(request_id),
+        request_id=request_id,
+        dataset=record.dataset,
         reason=record.report["reason"],
+    )
+
+
+async def ingest_status(query: GetIngest, deps: Deps) -> IngestReply:
+    """An import's recorded outcome, for the gateway: any replica, however long ago."""
+    record = await retrying(lambda: repository.find_ingest(deps.pool, query.request_id))
+    if record is None:
+        return IngestReply(request_id=query.request_id)
+    if record.status == "succeeded":
+        return IngestReply(
+            request_id=query.request_id, succeeded=_from_record(query.request_id, record)
+        )
+    return IngestReply(
+        request_id=query.request_id, failed=_refusal_from_record(query.request_id, record)
     )
 
 

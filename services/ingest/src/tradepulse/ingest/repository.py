@@ -60,6 +60,7 @@ _INSERT_STAGED = """
 @dataclass(frozen=True)
 class IngestRecord:
     status: str
+    dataset: DatasetKey
     rows_received: int
     rows_added: int
     report: dict[str, Any]
@@ -211,13 +212,17 @@ async def find_ingest(
     db: asyncpg.Pool | asyncpg.Connection, request_id: str
 ) -> IngestRecord | None:
     row = await db.fetchrow(
-        "SELECT status, rows_received, rows_added, report FROM market.ingests WHERE request_id = $1",
+        """SELECT status, exchange, symbol, timeframe, rows_received, rows_added, report
+           FROM market.ingests WHERE request_id = $1""",
         request_id,
     )
     if row is None:
         return None
     return IngestRecord(
         status=row["status"],
+        dataset=DatasetKey(
+            exchange=row["exchange"], symbol=row["symbol"], timeframe=row["timeframe"]
+        ),
         rows_received=row["rows_received"],
         rows_added=row["rows_added"],
         report=json.loads(row["report"]),

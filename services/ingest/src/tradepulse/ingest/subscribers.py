@@ -18,7 +18,12 @@ from pydantic import ValidationError
 
 from tradepulse.common.bus import publish
 from tradepulse.common.contracts.base import ErrorReply
-from tradepulse.common.contracts.market import CandlesIngested, CoverageQuery, IngestRequested
+from tradepulse.common.contracts.market import (
+    CandlesIngested,
+    CoverageQuery,
+    GetIngest,
+    IngestRequested,
+)
 from tradepulse.common.logging import get_logger
 from tradepulse.ingest import handlers
 
@@ -80,6 +85,15 @@ def build_app(deps: handlers.Deps, js: JetStreamContext, registry: CollectorRegi
             log.warning("refused a malformed CoverageQuery", error=str(exc))
             return ErrorReply(error=f"not a CoverageQuery: {exc}").to_bytes()
         return (await handlers.coverage(query, deps)).to_bytes()
+
+    @broker.subscriber(names.get_ingest, queue=names.ingest_queue)
+    async def on_get_ingest(msg: NatsMessage) -> bytes:
+        try:
+            query = GetIngest.from_bytes(msg.body)
+        except ValidationError as exc:
+            log.warning("refused a malformed GetIngest", error=str(exc))
+            return ErrorReply(error=f"not a GetIngest: {exc}").to_bytes()
+        return (await handlers.ingest_status(query, deps)).to_bytes()
 
     return FastStream(broker)
 

@@ -78,6 +78,21 @@ class IngestFailed(Message):
     reason: str
 
 
+class GetIngest(Message):
+    """Ask ingest for the recorded outcome of an import request."""
+
+    request_id: str = Field(min_length=1, max_length=100)
+
+
+class IngestReply(Message):
+    """An import's outcome as ingest recorded it; neither field while it has no record (not
+    carried out yet, or never received)."""
+
+    request_id: str
+    succeeded: CandlesIngested | None = None
+    failed: IngestFailed | None = None
+
+
 class CoverageQuery(Message):
     exchange: str | None = None
     symbol: str | None = None

@@ -133,6 +133,10 @@ class Names:
     def coverage(self) -> str:
         return f"{self.prefix}.rpc.market.coverage"
 
+    @property
+    def get_ingest(self) -> str:
+        return f"{self.prefix}.rpc.market.ingest"
+
     def ping(self, service: str) -> str:
         return f"{self.prefix}.rpc.{service}.ping"
 

@@ -3,8 +3,8 @@
 An import is a command to the ingest service. The gateway waits up to GATEWAY_INGEST_WAIT_S
 seconds (default 10) for its outcome: 200 with the dataset as it now is, 422 with the reason
 the candles were refused, or 202 (still running) with a `request_id` to ask
-`GET /api/v2/data/ingest/{request_id}` about later (this gateway process remembers its
-requests for an hour) — `GET /api/v2/data/coverage` shows the result in any case.
+`GET /api/v2/data/ingest/{request_id}` about later, on any gateway replica: the outcome comes
+from ingest's record of the request. `GET /api/v2/data/coverage` shows the datasets.
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ from tradepulse.common.contracts.market import (
     CandlesIngested,
     CoverageQuery,
     CoverageReply,
+    DatasetKey,
+    GetIngest,
+    IngestFailed,
+    IngestReply,
     IngestRequested,
 )
 from tradepulse.common.logging import get_logger
@@ -71,16 +75,21 @@ def new_request_id() -> str:
 
 
 def ingest_out(request_id: str, entry: IngestEntry) -> IngestOut:
-    key = entry.dataset
+    outcome = entry.done.result() if entry.done.done() else None
+    return outcome_out(request_id, entry.dataset, outcome)
+
+
+def outcome_out(
+    request_id: str, key: DatasetKey, outcome: CandlesIngested | IngestFailed | None
+) -> IngestOut:
     base: dict[str, Any] = {
         "request_id": request_id,
         "exchange": key.exchange,
         "symbol": key.symbol,
         "timeframe": key.timeframe,
     }
-    if not entry.done.done():
+    if outcome is None:
         return IngestOut(status="pending", **base)
-    outcome = entry.done.result()
     if isinstance(outcome, CandlesIngested):
         return IngestOut(
             status="succeeded",
@@ -214,16 +223,34 @@ async def upload(
     "/ingest/{request_id}",
     response_model=IngestOut,
     summary="The outcome of an import",
-    responses={**ERRORS, 404: {"description": "no import with this id in the last hour"}},
+    responses={**ERRORS, 404: {"description": "no import with this id"}},
 )
 async def ingest_status(request_id: str, gw: GatewayDep, _: ReadKeyDep) -> IngestOut:
-    entry = gw.ingests.get(request_id) if REQUEST_ID.match(request_id) else None
-    if entry is None:
-        raise NotFoundError(
-            f"no import {request_id!r} known to this gateway (it remembers its own for an hour); "
-            "GET /api/v2/data/coverage shows every dataset"
+    if not REQUEST_ID.match(request_id):
+        raise NotFoundError(f"no import {request_id!r}")
+    entry = gw.ingests.get(request_id)
+    if entry is not None and entry.done.done():
+        return ingest_out(request_id, entry)
+    # Ingest's record is the authority: it answers for imports sent by any gateway replica,
+    # and for one whose outcome event this gateway missed while NATS reconnected.
+    try:
+        reply = await gw.backend.request(
+            gw.names.get_ingest, GetIngest(request_id=request_id), IngestReply, service="ingest"
         )
-    return ingest_out(request_id, entry)
+    except ApiError:
+        if entry is None:
+            raise
+        return ingest_out(request_id, entry)  # still known here: pending
+    outcome = reply.succeeded or reply.failed
+    if outcome is not None:
+        key = outcome.coverage.dataset if isinstance(outcome, CandlesIngested) else outcome.dataset
+        return outcome_out(request_id, key, outcome)
+    if entry is not None:
+        return ingest_out(request_id, entry)
+    raise NotFoundError(
+        f"no import {request_id!r}: ingest has no record of it, and this gateway did not send "
+        "it (or sent it over an hour ago); GET /api/v2/data/coverage shows every dataset"
+    )
 
 
 @router.get(
