@@ -364,13 +364,19 @@ class Trainer:
             structlog.contextvars.unbind_contextvars("job_id")
 
     async def _heartbeat(self, msg: Msg, job_id: str) -> None:
+        beat = self.settings.job_ack_wait / 3
         while True:
-            await asyncio.sleep(self.settings.job_ack_wait / 3)
+            await asyncio.sleep(beat)
             with contextlib.suppress(Exception):
                 await msg.in_progress()
+            # Bounded: a renewal waiting on a database that is away must not delay the next
+            # in-progress ack past JetStream's ack_wait.
             with contextlib.suppress(Exception):
-                await self.deps.repo.renew_lease(
-                    job_id, self.settings.replica, self.settings.lease_seconds
+                await asyncio.wait_for(
+                    self.deps.repo.renew_lease(
+                        job_id, self.settings.replica, self.settings.lease_seconds
+                    ),
+                    beat,
                 )
 
     async def _trial_loop(self) -> None:
