@@ -7,6 +7,7 @@ services answers 503 here; the end-to-end tests cover it with the real services.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -17,11 +18,12 @@ import pytest
 from pydantic import ValidationError
 
 from tradepulse.common.contracts.subjects import Names
-from tradepulse.common.contracts.training import JobReply, JobView
+from tradepulse.common.contracts.training import JobReply, JobsReply, JobView
 from tradepulse.gateway.app import create_app
 from tradepulse.gateway.errors import UnavailableError
 from tradepulse.gateway.live import MISSING_POLLS, JobStream
 from tradepulse.gateway.paging import fetch_pages
+from tradepulse.gateway.routes.training import list_jobs
 from tradepulse.gateway.schemas import EnsembleBody, TrainingBody, queued_view
 from tradepulse.gateway.settings import ConfigurationError, GatewaySettings, key_hash
 from tradepulse.gateway.tracking import RecentJobs
@@ -319,3 +321,31 @@ async def test_a_live_stream_that_fails_to_subscribe_leaves_no_subscription() ->
     with pytest.raises(UnavailableError):
         _ = [e async for e in stream.events()]
     assert not gw.live
+
+
+class _SlowRegistry:
+    """Trainers list completed jobs at once; the registry never answers in time."""
+
+    def __init__(self, views: list[JobView]) -> None:
+        self.names = Names("tp")
+        self.config_ids: dict[str, str] = {}
+        self.views = views
+        self.backend = self
+
+    async def request(self, subject: str, message: object, reply: type, service: str) -> object:
+        if service == "trainer":
+            return JobsReply(total=len(self.views), jobs=self.views)
+        await asyncio.sleep(30)
+        raise AssertionError("the list should not wait for this")
+
+
+async def test_a_slow_registry_costs_the_job_list_its_config_ids_not_minutes() -> None:
+    done = _queued_job().model_copy(update={"status": "completed", "progress": 100.0})
+    views = [done.model_copy(update={"job_id": f"job_{i}"}) for i in range(40)]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    page = await list_jobs(_SlowRegistry(views), None, limit=40)  # type: ignore[arg-type]
+    # The budget is 2 s; without it, 40 lookups at 16 at a time would wait 3 x 30 s.
+    assert loop.time() - started < 20
+    assert [j.job_id for j in page.jobs] == [v.job_id for v in views]
+    assert {j.config_id for j in page.jobs} == {None}

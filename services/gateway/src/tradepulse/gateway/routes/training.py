@@ -41,6 +41,7 @@ from tradepulse.gateway.schemas import (
 router = APIRouter(prefix="/api/v2/training", tags=["training"])
 
 CONFIG_LOOKUPS = 16
+CONFIG_LOOKUP_BUDGET_S = 2.0
 # Per NATS request, so that a reply stays well under the 1 MB message limit (the trainer
 # refuses trial pages over 250).
 JOBS_PER_REQUEST = 200
@@ -122,12 +123,22 @@ async def list_jobs(
     total, views = await fetch_pages(page, offset, limit, JOBS_PER_REQUEST)
     gate = asyncio.Semaphore(CONFIG_LOOKUPS)
 
-    async def one(view: JobView) -> JobOut:
+    async def one(view: JobView) -> str | None:
         async with gate:
-            return job_out(view, await jobs.config_id_of(gw, view))
+            return await jobs.config_id_of(gw, view)
 
-    items = await asyncio.gather(*(one(v) for v in views))
-    return JobsPage(total=total, limit=limit, offset=offset, jobs=list(items))
+    # A slow registry costs the list its config ids (null, as while the registry has not made
+    # them yet), not minutes: the lookups share one time budget.
+    lookups = [asyncio.ensure_future(one(v)) for v in views]
+    if lookups:
+        _done, late = await asyncio.wait(lookups, timeout=CONFIG_LOOKUP_BUDGET_S)
+        for task in late:
+            task.cancel()
+    items = [
+        job_out(v, t.result() if t.done() and not t.cancelled() else None)
+        for v, t in zip(views, lookups, strict=True)
+    ]
+    return JobsPage(total=total, limit=limit, offset=offset, jobs=items)
 
 
 @router.post(
