@@ -31,6 +31,7 @@ from tradepulse.gateway.errors import (
 )
 from tradepulse.gateway.schemas import TrainingBody, iso_ms, queued_view, to_ms
 from tradepulse.gateway.state import Gateway
+from tradepulse.quant import parse_timeframe
 
 JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # A cancel sent before the trainers' intake recorded the job is sent again for this long.
@@ -93,13 +94,17 @@ def window_problem(body: TrainingBody, coverage: DatasetCoverage) -> InvalidInpu
             f"{describe(coverage)}",
         )
     start, end = to_ms(body.start), to_ms(body.end)
-    if start is not None and (
-        start > coverage.last_ms or (end is not None and end <= coverage.first_ms)
-    ):
+    if start is None:
+        return None
+    # The first candle of the grid at or after `start`: the window [start, end) must hold it.
+    step = parse_timeframe(coverage.dataset.timeframe) * 1000
+    first_in = coverage.first_ms + max(0, -(-(start - coverage.first_ms) // step)) * step
+    if first_in > coverage.last_ms or (end is not None and end <= first_in):
         return InvalidInputError(
             "start",
-            f"no candles in the requested range; {describe(coverage)} covers "
-            f"{iso_ms(coverage.first_ms)} to {iso_ms(coverage.last_ms)}",
+            f"no candles in the requested range [start, end); {describe(coverage)} covers "
+            f"{iso_ms(coverage.first_ms)} to {iso_ms(coverage.last_ms)}, one every "
+            f"{coverage.dataset.timeframe}",
         )
     return None
 
