@@ -8,16 +8,23 @@ requires the same trials and the same configuration.
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from tradepulse.common.bus import connect, publish
-from tradepulse.common.contracts.training import TrainingRequested, TrialSpec, TrialWork
+from tradepulse.common.contracts.training import (
+    JobView,
+    TrainingRequested,
+    TrialSpec,
+    TrialWork,
+)
 
 from ..integration.conftest import Env
 from ..integration.flows import Client, excerpt, outcome, running_system, training_request
@@ -35,6 +42,32 @@ def request(**overrides: object) -> TrainingRequested:
     return training_request(**{**fields, **overrides})
 
 
+async def undisturbed_then_hit(
+    client: Client, data: Path, fault: Callable[[JobView], object], what: str
+) -> None:
+    """Run a request undisturbed, then again with `fault` applied once 40 of its trials are
+    in: the second run must end with the same trials and the same configuration."""
+    await client.ingest_file(data)
+    calm = request()
+    await client.submit(calm)
+    assert (await client.wait_job(calm.job_id)).status == "completed"
+
+    hit = request()
+    await client.submit(hit)
+    await client.wait_trials_done(hit.job_id, 40)
+    view = await client.job(hit.job_id)
+    assert view is not None
+    assert view.status == "running", f"the job must still be running when {what}"
+    fault(view)
+    done = await client.wait_job(hit.job_id, within=150)
+    assert done.status == "completed", done.error
+    assert done.trials_done == hit.n_iterations
+    assert outcome(await client.trials(hit.job_id)) == outcome(await client.trials(calm.job_id))
+    a = await client.config_for_job(calm.job_id)
+    b = await client.config_for_job(hit.job_id, within=60)
+    assert (a.params, a.fingerprint, a.metrics) == (b.params, b.fingerprint, b.metrics)
+
+
 async def test_killing_the_replica_holding_a_job_changes_nothing(
     env: Env, tmp_path: Path, shared_candles_path: Path
 ) -> None:
@@ -45,28 +78,13 @@ async def test_killing_the_replica_holding_a_job_changes_nothing(
         ) as system,
         Client.connect(env.nats_url, env.names) as client,
     ):
-        await client.ingest_file(data)
-        calm = request()
-        await client.submit(calm)
-        assert (await client.wait_job(calm.job_id)).status == "completed"
 
-        hit = request()
-        await client.submit(hit)
-        await client.wait_trials_done(hit.job_id, 40)
-        view = await client.job(hit.job_id)
-        assert view is not None
-        assert view.holder is not None
-        assert view.status == "running", "the job must still be running when its holder dies"
-        system.kill(view.holder)
-        done = await client.wait_job(hit.job_id, within=120)
-        assert done.status == "completed", done.error
-        # Taken over by the other replica, or by the killed one's replacement (same name).
-        assert done.trials_done == hit.n_iterations
+        def kill_holder(view: JobView) -> None:
+            # Taken over by the other replica, or by the killed one's replacement (same name).
+            assert view.holder is not None
+            system.kill(view.holder)
 
-        assert outcome(await client.trials(hit.job_id)) == outcome(await client.trials(calm.job_id))
-        a = await client.config_for_job(calm.job_id)
-        b = await client.config_for_job(hit.job_id)
-        assert (a.params, a.fingerprint, a.metrics) == (b.params, b.fingerprint, b.metrics)
+        await undisturbed_then_hit(client, data, kill_holder, "its holder dies")
 
 
 async def test_duplicated_messages_store_nothing_twice(
@@ -215,9 +233,14 @@ async def test_a_work_item_that_crashes_its_evaluation_fails_its_trials_and_noth
             assert loop.time() < deadline, "the crashing item was never given up"
             await asyncio.sleep(0.3)
         assert failed[0].state == "failed"
-        assert (failed[0].reason or "").startswith(
-            "gave up after 2 attempts: internal error: IndexError: slice 5000:10 outside"
-        ), failed[0].reason
+        # At least 2 deliveries: on a slow machine the first can outlast the ack wait and be
+        # delivered once more meanwhile.
+        given_up = re.match(
+            r"gave up after (\d+) attempts: internal error: IndexError: slice 5000:10 outside",
+            failed[0].reason or "",
+        )
+        assert given_up, failed[0].reason
+        assert int(given_up[1]) >= 2
 
         after = request(optimizer="random", n_iterations=16, seed=7)
         await client.submit(after)
@@ -236,24 +259,9 @@ async def test_postgresql_restarted_mid_job_the_job_completes_the_same(
         ) as system,
         Client.connect(env.nats_url, env.names) as client,
     ):
-        await client.ingest_file(data)
-        calm = request()
-        await client.submit(calm)
-        assert (await client.wait_job(calm.job_id)).status == "completed"
-
-        hit = request()
-        await client.submit(hit)
-        await client.wait_trials_done(hit.job_id, 40)
-        view = await client.job(hit.job_id)
-        assert view is not None
-        assert view.status == "running", "the job must still be running when PostgreSQL dies"
-        system.kill("postgres")
-        done = await client.wait_job(hit.job_id, within=150)
-        assert done.status == "completed", done.error
-        assert outcome(await client.trials(hit.job_id)) == outcome(await client.trials(calm.job_id))
-        a = await client.config_for_job(calm.job_id)
-        b = await client.config_for_job(hit.job_id, within=60)
-        assert (a.params, a.fingerprint) == (b.params, b.fingerprint)
+        await undisturbed_then_hit(
+            client, data, lambda _: system.kill("postgres"), "PostgreSQL dies"
+        )
 
 
 async def test_nats_killed_mid_job_the_job_completes_the_same(
@@ -266,33 +274,17 @@ async def test_nats_killed_mid_job_the_job_completes_the_same(
         tmp_path, env.names, trainers=2, nats_url=None, database_url=env.database_url
     ) as system:
         async with Client.connect(system.nats_url, env.names) as client:
-            await client.ingest_file(data)
-            calm = request()
-            await client.submit(calm)
-            assert (await client.wait_job(calm.job_id)).status == "completed"
+            await undisturbed_then_hit(client, data, lambda _: system.kill("nats"), "NATS dies")
 
-            hit = request()
-            await client.submit(hit)
-            await client.wait_trials_done(hit.job_id, 40)
-            view = await client.job(hit.job_id)
-            assert view is not None
-            assert view.status == "running", "the job must still be running when NATS dies"
-            system.kill("nats")
-            done = await client.wait_job(hit.job_id, within=150)
-            assert done.status == "completed", done.error
-            assert outcome(await client.trials(hit.job_id)) == outcome(
-                await client.trials(calm.job_id)
-            )
-            a = await client.config_for_job(calm.job_id)
-            b = await client.config_for_job(hit.job_id, within=60)
-            assert (a.params, a.fingerprint) == (b.params, b.fingerprint)
-
-        # Each service said once that NATS was gone and once that it was back, as log lines
-        # rather than nats-py's traceback for every reconnect attempt.
+        # Each service said that NATS was gone and that it was back, as a line each, rather
+        # than nats-py's traceback for every reconnect attempt (two a second while NATS is
+        # down). A client that reached the restarting server too early may say it twice.
         for service in ("ingest-1", "registry-1", "trainer-1", "trainer-2"):
             text = (system.logs_dir / f"{service}.log").read_text()
-            assert text.count('"event": "nats_disconnected"') == 1, service
-            assert text.count('"event": "nats_reconnected"') == 1, service
+            lost = text.count('"event": "nats_disconnected"')
+            back = text.count('"event": "nats_reconnected"')
+            assert 1 <= lost <= 2, (service, lost)
+            assert back == lost, (service, lost, back)
             assert "encountered error" not in text, service
 
 
