@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import nats
@@ -27,17 +28,22 @@ EVENTS_MAX_AGE_S = 7 * 24 * 3600.0
 
 
 class ConnectionLog:
-    """nats-py's callbacks as log lines: one when the connection is lost, one when it is back
-    with how long it was away. Without them nats-py prints a traceback for every failed
-    reconnect attempt, two a second for as long as NATS is down."""
+    """nats-py's callbacks as log lines: the first error, one line when the connection is lost,
+    one when it is back with how long it was away. Without them nats-py prints a traceback for
+    every failed attempt, two a second for as long as NATS is down. `on_state` hears each
+    change (True: connected), e.g. to set a gauge."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, on_state: Callable[[bool], object] | None = None) -> None:
         self._log = get_logger("nats").bind(connection=name)
+        self._on_state = on_state
         self._lost_at: float | None = None
+        self._error_said = False
         self.client: NatsClient | None = None
 
     async def on_error(self, exc: Exception) -> None:
-        if self._lost_at is None:
+        # Every failed attempt to (re)connect reports here: said once until the next recovery.
+        if not self._error_said:
+            self._error_said = True
             self._log.warning("nats_error", error=str(exc) or type(exc).__name__)
 
     async def on_disconnected(self) -> None:
@@ -46,13 +52,18 @@ class ConnectionLog:
         if self._lost_at is None:
             self._lost_at = asyncio.get_running_loop().time()
             self._log.warning("nats_disconnected")
+            if self._on_state is not None:
+                self._on_state(False)
 
     async def on_reconnected(self) -> None:
         away = 0.0
         if self._lost_at is not None:
             away = asyncio.get_running_loop().time() - self._lost_at
         self._lost_at = None
+        self._error_said = False
         self._log.info("nats_reconnected", away_s=round(away, 2))
+        if self._on_state is not None:
+            self._on_state(True)
 
 
 async def connect(url: str, name: str, *, connect_timeout: float = 30.0) -> NatsClient:

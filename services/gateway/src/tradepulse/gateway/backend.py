@@ -55,7 +55,9 @@ class Backend:
         self._connector: asyncio.Task[None] | None = None
         self._on_connect: list[Callable[[NatsClient], Awaitable[None]]] = []
         self._job_consumers_seen = False
-        self._warned = False
+        self._connection = bus.ConnectionLog(
+            f"gateway-{settings.replica}", on_state=metrics.nats_connected.set
+        )
 
     # Life cycle ----------------------------------------------------------------------------
 
@@ -89,9 +91,9 @@ class Backend:
                     reconnect_time_wait=0.5,
                     connect_timeout=2,
                     pending_size=0,
-                    error_cb=self._on_error,
-                    disconnected_cb=self._on_disconnected,
-                    reconnected_cb=self._on_reconnected,
+                    error_cb=self._connection.on_error,
+                    disconnected_cb=self._connection.on_disconnected,
+                    reconnected_cb=self._connection.on_reconnected,
                 )
             except (OSError, nats.errors.Error, TimeoutError) as exc:
                 log.warning("nats_connect_failed", error=str(exc) or type(exc).__name__)
@@ -107,27 +109,9 @@ class Backend:
                 await asyncio.sleep(CONNECT_RETRY_S)
                 continue
             break
-        self.nc = nc
+        self.nc = self._connection.client = nc
         self.metrics.nats_connected.set(1)
         log.info("nats_connected", namespace=self.names.prefix)
-
-    async def _on_error(self, exc: Exception) -> None:
-        # nats.connect retries an unreachable server by itself (reconnects are unlimited),
-        # reporting each failure here: said once, then quietly.
-        first = self.nc is None and not self._warned
-        self._warned = self._warned or first
-        (log.warning if first else log.debug)(
-            "nats_unreachable" if self.nc is None else "nats_error",
-            error=str(exc) or type(exc).__name__,
-        )
-
-    async def _on_disconnected(self) -> None:
-        self.metrics.nats_connected.set(0)
-        log.warning("nats_disconnected")
-
-    async def _on_reconnected(self) -> None:
-        self.metrics.nats_connected.set(1)
-        log.info("nats_reconnected")
 
     @property
     def connected(self) -> bool:
