@@ -242,11 +242,13 @@ async def ingest_status(request_id: str, gw: GatewayDep, _: ReadKeyDep) -> Inges
             raise
         return ingest_out(request_id, entry)  # still known here: pending
     outcome = reply.succeeded or reply.failed
+    if entry is not None:
+        if outcome is not None:
+            gw.ingests.record(outcome)  # the next poll is answered here
+        return ingest_out(request_id, entry)
     if outcome is not None:
         key = outcome.coverage.dataset if isinstance(outcome, CandlesIngested) else outcome.dataset
         return outcome_out(request_id, key, outcome)
-    if entry is not None:
-        return ingest_out(request_id, entry)
     raise NotFoundError(
         f"no import {request_id!r}: ingest has no record of it, and this gateway did not send "
         "it (or sent it over an hour ago); GET /api/v2/data/coverage shows every dataset"
