@@ -20,6 +20,7 @@ import pytest
 
 from tradepulse.common.bus import connect, publish
 from tradepulse.common.contracts.training import (
+    DataWindow,
     JobView,
     TrainingRequested,
     TrialSpec,
@@ -40,6 +41,21 @@ def request(**overrides: object) -> TrainingRequested:
         "n_iterations": 160,
     }
     return training_request(**{**fields, **overrides})
+
+
+def work_item(job: TrainingRequested, window: DataWindow, trial: TrialSpec) -> TrialWork:
+    """A trial work item of `job`, as its holder would publish it, under a fresh message id."""
+    return TrialWork(
+        message_id=uuid.uuid4().hex,
+        job_id=job.job_id,
+        strategy=job.strategy,
+        trials=[trial],
+        window=window,
+        regime=job.regime,
+        settings=job.settings,
+        objective=job.objective,
+        min_trades=job.min_trades,
+    )
 
 
 async def undisturbed_then_hit(
@@ -110,17 +126,7 @@ async def test_duplicated_messages_store_nothing_twice(
         # A trial work item delivered again after the job ended.
         view = await client.job(job.job_id)
         assert view is not None
-        replay = TrialWork(
-            message_id=uuid.uuid4().hex,
-            job_id=job.job_id,
-            strategy=job.strategy,
-            trials=[TrialSpec(number=3, params=first[3][1])],
-            window=config.window,
-            regime=job.regime,
-            settings=job.settings,
-            objective=job.objective,
-            min_trades=job.min_trades,
-        )
+        replay = work_item(job, config.window, TrialSpec(number=3, params=first[3][1]))
         await publish(client.js, client.names.trial_work, replay)
         await client.submit(job.model_copy(update={"message_id": uuid.uuid4().hex}))
         await asyncio.sleep(2.0)  # give the duplicates time to be (not) applied
@@ -215,16 +221,10 @@ async def test_a_work_item_that_crashes_its_evaluation_fails_its_trials_and_noth
         assert (await client.wait_job(first.job_id)).status == "completed"
         config = await client.config_for_job(first.job_id)
 
-        poisoned = TrialWork(
-            message_id=uuid.uuid4().hex,
-            job_id=first.job_id,
-            strategy=first.strategy,
-            trials=[TrialSpec(number=900, params=config.params)],
-            window=config.window.model_copy(update={"begin": 5_000, "stop": 10}),
-            regime=first.regime,
-            settings=first.settings,
-            objective=first.objective,
-            min_trades=first.min_trades,
+        poisoned = work_item(
+            first,
+            config.window.model_copy(update={"begin": 5_000, "stop": 10}),
+            TrialSpec(number=900, params=config.params),
         )
         await publish(client.js, client.names.trial_work, poisoned)
         loop = asyncio.get_running_loop()
