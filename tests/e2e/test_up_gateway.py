@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from tests.integration.conftest import NATS_URL
+from tests.integration.flows import summary_of_up
 from tradepulse.cli.embedded import free_port
 from tradepulse.common.contracts.subjects import Names
 
@@ -49,22 +50,7 @@ async def start_up(
         stderr=asyncio.subprocess.PIPE,
         env=up_env(database),
     )
-    assert up.stdout is not None
-    out: list[str] = []
-    try:
-        async with asyncio.timeout(60):
-            while not out or "stops everything" not in out[-1]:
-                line = await up.stdout.readline()
-                if not line:
-                    _, err = await up.communicate()
-                    raise AssertionError(f"up exited early: {''.join(out)} {err.decode()}")
-                out.append(line.decode())
-    except BaseException:
-        if up.returncode is None:
-            up.kill()
-            await up.wait()
-        raise
-    return up, "".join(out)
+    return up, await summary_of_up(up, within=60)
 
 
 async def stop(up: asyncio.subprocess.Process) -> None:

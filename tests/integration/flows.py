@@ -210,3 +210,23 @@ def training_request(**fields: object) -> TrainingRequested:
 def outcome(trials: list[TrialView]) -> list[tuple[Any, ...]]:
     """What must be identical between two runs of one request: not timings or replicas."""
     return [(t.number, t.params, t.state, t.value, t.metrics, t.fingerprint) for t in trials]
+
+
+async def summary_of_up(up: asyncio.subprocess.Process, within: float) -> str:
+    """What `tradepulse up` prints until its summary; kills it if it gets no further."""
+    assert up.stdout is not None
+    out: list[str] = []
+    try:
+        async with asyncio.timeout(within):
+            while not out or "stops everything" not in out[-1]:
+                line = await up.stdout.readline()
+                if not line:
+                    _, err = await up.communicate()
+                    raise AssertionError(f"up exited early: {''.join(out)} {err.decode()}")
+                out.append(line.decode())
+    except BaseException:
+        if up.returncode is None:
+            up.kill()
+            await up.wait()
+        raise
+    return "".join(out)

@@ -30,6 +30,8 @@ from tradepulse.cli.supervisor import Config, ServiceSpec, System, SystemStartEr
 from tradepulse.cli.up import config_from
 from tradepulse.common.contracts.subjects import Names
 
+from .flows import summary_of_up
+
 pytestmark = pytest.mark.integration
 
 # A service as far as `up` can tell: answers its ping (with its replica name, or an anonymous
@@ -258,22 +260,7 @@ async def start_up(tmp_path: Path, namespace: str) -> tuple[asyncio.subprocess.P
         env=env,
         cwd=tmp_path,
     )
-    assert up.stdout is not None
-    out: list[str] = []
-    try:
-        async with asyncio.timeout(50):
-            while not out or "stops everything" not in out[-1]:
-                line = await up.stdout.readline()
-                if not line:
-                    _, err = await up.communicate()
-                    raise AssertionError(f"up exited early: {''.join(out)} {err.decode()}")
-                out.append(line.decode())
-    except BaseException:
-        if up.returncode is None:
-            up.kill()
-            await up.wait()
-        raise
-    return up, "".join(out)
+    return up, await summary_of_up(up, within=50)
 
 
 def recorded_processes(data_dir: Path) -> dict[str, int]:
