@@ -6,6 +6,7 @@ Against the real gateway and services: tests/e2e/test_cli_client.py and test_dem
 
 from __future__ import annotations
 
+import io
 import json
 import stat
 from collections.abc import AsyncIterator, Callable
@@ -15,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tradepulse.cli import demo, gateway_access
+from tradepulse.cli import demo, gateway_access, render
 from tradepulse.cli.client import (
     Gateway,
     GatewayError,
@@ -286,3 +287,19 @@ def test_usage_errors_of_the_client_commands_are_one_line(
     args = ["train", "--symbol", "B/U", "--exchange", "e", "--n-iterations", "5"]
     assert main([*args, "--settings", settings]) == 2
     assert "--settings must be a JSON object" in capsys.readouterr().err
+
+
+def test_a_listing_says_when_it_is_empty_and_when_more_pages_follow() -> None:
+    def rows(records: Any) -> list[list[str]]:
+        return [[str(r["job_id"])] for r in records]
+
+    out = io.StringIO()
+    render.listing({"total": 0, "jobs": []}, "jobs", rows, ("job",), "jobs", False, out)
+    assert out.getvalue() == "no jobs\n"
+    out = io.StringIO()
+    body = {"total": 3, "jobs": [{"job_id": "a"}, {"job_id": "b"}]}
+    render.listing(body, "jobs", rows, ("job",), "jobs", False, out)
+    assert out.getvalue() == "job\na\nb\n(2 of 3; --offset/--limit for more)\n"
+    out = io.StringIO()
+    render.listing(body, "jobs", rows, ("job",), "jobs", True, out)
+    assert json.loads(out.getvalue()) == body

@@ -57,16 +57,9 @@ async def _configs(args: argparse.Namespace) -> int:
             limit=args.limit,
             offset=args.offset,
         )
-    if args.json:
-        render.print_json(body)
-        return 0
-    configs, total = render.page(body, "items")
-    if not configs:
-        print("no configurations")
-        return 0
-    render.table(render.config_rows(configs), render.CONFIG_HEADER, sys.stdout)
-    if total is not None and total > len(configs):
-        print(f"({len(configs)} of {total}; --offset/--limit for more)")
+    render.listing(
+        body, "items", render.config_rows, render.CONFIG_HEADER, "configurations", args.json
+    )
     return 0
 
 

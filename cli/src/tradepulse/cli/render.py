@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
 # The figures a reader looks at first; `--json` gives every metric.
@@ -52,6 +52,29 @@ def page(body: Any, key: str) -> tuple[list[dict[str, Any]], int | None]:
         return [], None
     total = body.get("total")
     return [x for x in body[key] if isinstance(x, dict)], total if isinstance(total, int) else None
+
+
+def listing(
+    body: Any,
+    key: str,
+    rows: Callable[[Iterable[Mapping[str, Any]]], list[list[str]]],
+    header: Sequence[str],
+    noun: str,
+    as_json: bool,
+    out: TextIO | None = None,
+) -> None:
+    """A paged answer as the list commands print it: JSON, or a table with its total."""
+    out = out or sys.stdout
+    if as_json:
+        print_json(body, out)
+        return
+    records, total = page(body, key)
+    if not records:
+        print(f"no {noun}", file=out)
+        return
+    table(rows(records), header, out)
+    if total is not None and total > len(records):
+        print(f"({len(records)} of {total}; --offset/--limit for more)", file=out)
 
 
 def market(record: Mapping[str, Any]) -> str:

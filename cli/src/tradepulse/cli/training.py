@@ -230,16 +230,7 @@ async def _jobs(args: argparse.Namespace) -> int:
             limit=args.limit,
             offset=args.offset,
         )
-    if args.json:
-        render.print_json(body)
-        return 0
-    jobs, total = render.page(body, "jobs")
-    if not jobs:
-        print("no jobs")
-        return 0
-    render.table(render.job_rows(jobs), render.JOB_HEADER, sys.stdout)
-    if total is not None and total > len(jobs):
-        print(f"({len(jobs)} of {total}; --offset/--limit for more)")
+    render.listing(body, "jobs", render.job_rows, render.JOB_HEADER, "jobs", args.json)
     return 0
 
 
