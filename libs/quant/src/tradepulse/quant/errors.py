@@ -27,3 +27,20 @@ class ParameterError(QuantError):
 
 class WindowError(QuantError):
     """A requested trading window that the candles cannot provide."""
+
+
+class WalkForwardError(QuantError):
+    """A walk-forward request the job's window cannot hold; `field` names the request field."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+
+class FoldTooShortError(WalkForwardError):
+    """The window is too short for the folds asked: a test span would have fewer than 2 bars."""
+
+
+class WarmupRoomError(WalkForwardError):
+    """A fold's test span starts too close to the dataset's start for its full warm-up."""
