@@ -10,18 +10,22 @@ from datetime import UTC, datetime
 import structlog
 
 from tradepulse.common.contracts.registry import (
+    ChangeStatus,
+    ChangeStatusReply,
     ConfigPromoted,
     ConfigReply,
     ConfigsReply,
+    ConfigStatus,
     GetConfig,
     ListConfigs,
+    StatusRefusal,
 )
 from tradepulse.common.contracts.subjects import Names
 from tradepulse.common.contracts.training import JobCompleted
 from tradepulse.common.db.pool import retrying
 from tradepulse.common.logging import get_logger
 from tradepulse.registry import lifecycle
-from tradepulse.registry.errors import InvalidRequestError
+from tradepulse.registry.errors import IllegalTransitionError, InvalidRequestError
 from tradepulse.registry.metrics import RegistryMetrics
 from tradepulse.registry.outbox import Outbox
 from tradepulse.registry.repository import Repository
@@ -106,3 +110,117 @@ async def get_config(query: GetConfig, deps: Deps) -> ConfigReply:
         wait=READ_RETRY_S,
     )
     return ConfigReply(config=config)
+
+
+def _refused(
+    request: ChangeStatus, status: ConfigStatus, refusal: StatusRefusal, detail: str
+) -> ChangeStatusReply:
+    return ChangeStatusReply(
+        config_id=request.config_id,
+        status=status,
+        changed=False,
+        refused=refusal,
+        detail=detail,
+        allowed=list(lifecycle.allowed_targets(status)),
+    )
+
+
+def _not_found(request: ChangeStatus) -> ChangeStatusReply:
+    return ChangeStatusReply(
+        config_id=request.config_id,
+        status=None,
+        changed=False,
+        refused="not_found",
+        detail=f"no configuration {request.config_id}",
+    )
+
+
+def _unchanged(request: ChangeStatus, status: ConfigStatus) -> ChangeStatusReply:
+    return ChangeStatusReply(
+        config_id=request.config_id,
+        status=status,
+        changed=False,
+        detail=f"{request.config_id} is already {status}",
+        allowed=list(lifecycle.allowed_targets(status)),
+    )
+
+
+async def change_status(request: ChangeStatus, deps: Deps) -> ChangeStatusReply:
+    """An operator's status change, decided by the lifecycle's table (operators may move
+    PAPER -> LIVE, which no rule does).
+
+    Asking for the current status changes nothing and succeeds. The change, its history entry
+    (reason, actor) and one ConfigPromoted commit together, conditional on the status read
+    here; when another change commits in between, this one is refused as a conflict (unless
+    that change reached the same status, which makes this request an idempotent repeat).
+    """
+    structlog.contextvars.bind_contextvars(config_id=request.config_id)
+    try:
+        current = await retrying(
+            lambda: deps.repo.current_status(request.config_id), wait=READ_RETRY_S
+        )
+        if current is None:
+            return _not_found(request)
+        if current == request.status:
+            return _unchanged(request, current)
+        try:
+            decision = lifecycle.decide(current, request.status, request.reason, operator=True)
+        except IllegalTransitionError as exc:
+            return _refused(request, current, "forbidden", str(exc))
+        at = deps.clock().isoformat()
+
+        def event(seq: int, job_id: str) -> ConfigPromoted:
+            return ConfigPromoted(
+                message_id=promotion_message_id(request.config_id, seq),
+                config_id=request.config_id,
+                job_id=job_id,
+                from_status=decision.from_status,
+                to_status=decision.to_status,
+                reason=decision.reason,
+                at=at,
+                actor=request.actor,
+            )
+
+        promoted = await retrying(
+            lambda: deps.repo.apply_status_change(
+                request.config_id,
+                current,
+                decision.to_status,
+                event,
+                deps.names.config_promoted,
+            ),
+            wait=WRITE_RETRY_S,
+        )
+        if promoted is None:
+            now = await retrying(
+                lambda: deps.repo.current_status(request.config_id), wait=READ_RETRY_S
+            )
+            if now == request.status:
+                return _unchanged(request, now)
+            if now is None:  # deleted meanwhile: nothing in the registry deletes today
+                return _not_found(request)
+            log.info("status_change_conflict", wanted=request.status, now=now)
+            return _refused(
+                request,
+                now,
+                "conflict",
+                f"another change of {request.config_id} committed first: it went from "
+                f"{current} to {now}; {now} -> {request.status} was not asked for",
+            )
+        log.info(
+            "status_changed",
+            from_status=current,
+            to_status=request.status,
+            actor=request.actor,
+            reason=request.reason,
+        )
+        await deps.outbox.try_flush()
+        return ChangeStatusReply(
+            config_id=request.config_id,
+            status=promoted.to_status,
+            changed=True,
+            detail=f"{request.config_id} went from {current} to {promoted.to_status}",
+            allowed=list(lifecycle.allowed_targets(promoted.to_status)),
+        )
+    finally:
+        structlog.contextvars.unbind_contextvars("config_id")

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from tradepulse.common.contracts.registry import ConfigPromoted, ConfigView, ListConfigs
+from tradepulse.common.contracts.registry import (
+    ConfigPromoted,
+    ConfigStatus,
+    ConfigView,
+    ListConfigs,
+)
 from tradepulse.common.contracts.training import JobCompleted
 
 _VIEW_COLUMNS = """config_id, job_id, status, strategy, exchange, symbol, timeframe, regime,
@@ -85,6 +90,7 @@ def _view(row: asyncpg.Record, history: list[asyncpg.Record]) -> ConfigView:
                     "to_status": h["to_status"],
                     "reason": h["reason"],
                     "at": h["at"].isoformat(),
+                    "actor": h["actor"],
                 }
                 for h in history
             ],
@@ -189,7 +195,7 @@ class Repository:
             if row is None:
                 return None
             history = await conn.fetch(
-                """SELECT from_status, to_status, reason, at FROM registry.status_history
+                """SELECT from_status, to_status, reason, at, actor FROM registry.status_history
                    WHERE config_id = $1 ORDER BY seq""",
                 row["config_id"],
             )
@@ -232,7 +238,7 @@ class Repository:
                 query.offset,
             )
             history = await conn.fetch(
-                """SELECT config_id, from_status, to_status, reason, at
+                """SELECT config_id, from_status, to_status, reason, at, actor
                    FROM registry.status_history WHERE config_id = ANY($1::text[])
                    ORDER BY config_id, seq""",
                 [r["config_id"] for r in rows],
@@ -255,3 +261,64 @@ class Repository:
             "UPDATE registry.outbox SET sent_at = now() WHERE id = $1 AND sent_at IS NULL",
             outbox_id,
         )
+
+    async def current_status(self, config_id: str) -> ConfigStatus | None:
+        """The configuration's status now; None when there is no such configuration."""
+        status: ConfigStatus | None = await self._pool.fetchval(
+            "SELECT status FROM registry.configs WHERE config_id = $1", config_id
+        )
+        return status
+
+    async def apply_status_change(
+        self,
+        config_id: str,
+        expected: ConfigStatus,
+        target: ConfigStatus,
+        event: Callable[[int, str], ConfigPromoted],
+        subject: str,
+    ) -> ConfigPromoted | None:
+        """Move the configuration from `expected` to `target`, if it still has `expected`; its
+        history entry and the event commit with the change.
+
+        `event(seq, job_id)` builds the ConfigPromoted of history entry `seq`. Returns it, or
+        None (nothing written) when another change committed first. The UPDATE's condition
+        on the status it read is what lets one of two concurrent changes win: the second
+        waits for the first's row lock, then finds the status changed and matches no row. The
+        row lock also keeps `seq` unique while the entry is written: the history cannot fork.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            job_id = await conn.fetchval(
+                """UPDATE registry.configs SET status = $3, updated_at = now()
+                   WHERE config_id = $1 AND status = $2 RETURNING job_id""",
+                config_id,
+                expected,
+                target,
+            )
+            if job_id is None:
+                return None
+            seq = await conn.fetchval(
+                "SELECT max(seq) + 1 FROM registry.status_history WHERE config_id = $1",
+                config_id,
+            )
+            promoted = event(seq, job_id)
+            if (promoted.from_status, promoted.to_status) != (expected, target):
+                raise ValueError(f"the event says {promoted.from_status} -> {promoted.to_status}")
+            await conn.execute(
+                """INSERT INTO registry.status_history
+                   (config_id, seq, from_status, to_status, reason, at, actor)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+                config_id,
+                seq,
+                promoted.from_status,
+                promoted.to_status,
+                promoted.reason,
+                datetime.fromisoformat(promoted.at),
+                promoted.actor,
+            )
+            await conn.execute(
+                "INSERT INTO registry.outbox (message_id, subject, payload) VALUES ($1, $2, $3)",
+                promoted.message_id,
+                subject,
+                promoted.to_bytes().decode(),
+            )
+        return promoted

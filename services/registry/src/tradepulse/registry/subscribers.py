@@ -24,7 +24,7 @@ from nats.js.api import AckPolicy as JsAckPolicy
 from pydantic import ValidationError
 
 from tradepulse.common.contracts.base import Message
-from tradepulse.common.contracts.registry import GetConfig, ListConfigs
+from tradepulse.common.contracts.registry import ChangeStatus, GetConfig, ListConfigs
 from tradepulse.common.contracts.training import JobCompleted
 from tradepulse.common.logging import get_logger
 from tradepulse.registry import handlers
@@ -123,3 +123,7 @@ def register(broker: NatsBroker, deps: Deps) -> None:
     @broker.subscriber(names.get_config, queue=names.registry_queue)
     async def on_get_config(msg: NatsMessage) -> bytes:
         return await answer(msg.body, GetConfig, handlers.get_config, deps)
+
+    @broker.subscriber(names.change_status, queue=names.registry_queue)
+    async def on_change_status(msg: NatsMessage) -> bytes:
+        return await answer(msg.body, ChangeStatus, handlers.change_status, deps)

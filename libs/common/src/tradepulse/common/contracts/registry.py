@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from tradepulse.common.contracts.base import Contract, Message
 from tradepulse.common.contracts.market import DatasetKey
@@ -17,9 +17,18 @@ from tradepulse.common.contracts.training import (
 
 ConfigStatus = Literal["DISCOVERY", "CANDIDATE", "PAPER", "LIVE", "RETIRED"]
 
+# Who made an automatic change (a configuration's birth, a rule of the lifecycle).
+REGISTRY_ACTOR = "registry"
+REASON_MIN_CHARS = 3
+REASON_MAX_CHARS = 500
+
 
 class ConfigPromoted(Message):
-    """A configuration's status changed (its creation included, from None)."""
+    """A configuration's status changed (its creation included, from None).
+
+    `actor` is who asked: `registry` for automatic changes, else the operator's name as the
+    gateway knows it. Events written before it existed were all automatic, hence the default.
+    """
 
     config_id: str
     job_id: str
@@ -27,6 +36,7 @@ class ConfigPromoted(Message):
     to_status: ConfigStatus
     reason: str
     at: str
+    actor: str = REGISTRY_ACTOR
 
 
 class StatusChange(Contract):
@@ -34,6 +44,47 @@ class StatusChange(Contract):
     to_status: ConfigStatus
     reason: str
     at: str
+    actor: str = REGISTRY_ACTOR
+
+
+class ChangeStatus(Message):
+    """An operator asks for a configuration to take `status` (validation spec section 5).
+
+    The lifecycle's transition table decides; asking for the status it already has changes
+    nothing and succeeds (a retried request is harmless). `reason` is kept in the history
+    without its surrounding whitespace.
+    """
+
+    config_id: str = Field(min_length=1, max_length=200)
+    status: ConfigStatus
+    reason: Annotated[
+        str,
+        StringConstraints(
+            strip_whitespace=True, min_length=REASON_MIN_CHARS, max_length=REASON_MAX_CHARS
+        ),
+    ]
+    actor: str = Field(min_length=1, max_length=200)
+
+
+# Why a ChangeStatus was refused: no such configuration; the table forbids the change from
+# the current status; or another change of the same configuration committed first.
+StatusRefusal = Literal["not_found", "forbidden", "conflict"]
+
+
+class ChangeStatusReply(Message):
+    """The outcome of a ChangeStatus.
+
+    `status` is the configuration's status once the request was handled (None when unknown);
+    `changed` is True only when this request changed it. A refused request has `refused`, a
+    `detail` for people and, unless not_found, the statuses `allowed` from `status`.
+    """
+
+    config_id: str
+    status: ConfigStatus | None
+    changed: bool
+    refused: StatusRefusal | None = None
+    detail: str = ""
+    allowed: list[ConfigStatus] = Field(default_factory=list)
 
 
 class ConfigView(Contract):

@@ -130,6 +130,10 @@ class Names:
         return f"{self.prefix}.rpc.registry.config"
 
     @property
+    def change_status(self) -> str:
+        return f"{self.prefix}.rpc.registry.change_status"
+
+    @property
     def coverage(self) -> str:
         return f"{self.prefix}.rpc.market.coverage"
 
