@@ -39,6 +39,7 @@ from tradepulse.quant.walkforward import (
     efficiency,
     flat_fold,
     fold_dispersion,
+    fold_efficiencies,
     fold_seed,
     fold_test_window,
     fold_train_window,
@@ -46,6 +47,7 @@ from tradepulse.quant.walkforward import (
     oos_psr,
     run_test_folds,
     stitch,
+    stitched_wfe,
     wfe,
 )
 
@@ -147,6 +149,33 @@ def test_limits_are_accepted() -> None:
         layout(103, 10, 3, 2).test_span(3)
 
 
+@given(
+    w=st.integers(1, 5000),
+    s=st.integers(0, 3000),
+    k=st.integers(2, 20),
+    rho=st.integers(1, 20),
+    mode=st.sampled_from(["rolling", "anchored"]),
+)
+def test_any_layout_tiles_the_window(w: int, s: int, k: int, rho: int, mode: str) -> None:
+    try:
+        wf = layout(w, s, k, rho, mode)
+    except FoldTooShortError:
+        assert w // (k + rho) < 2
+        return
+    tests = [wf.test_span(i) for i in range(k)]
+    assert tests[0].start == s + wf.train_bars == wf.oos_span.start
+    assert all(a.stop == b.start for a, b in itertools.pairwise(tests))
+    assert all(t.bars == wf.test_bars >= 2 for t in tests)
+    assert tests[-1].stop == wf.oos_span.stop == s + w
+    for i, test in enumerate(tests):
+        train = wf.train_span(i)
+        assert train.stop == test.start
+        assert train.start == (test.start - wf.train_bars if mode == "rolling" else s)
+        assert train.start >= s
+    assert wf.final_span.stop == s + w
+    assert wf.final_span.bars == (wf.train_bars if mode == "rolling" else w)
+
+
 # --- windows -------------------------------------------------------------------------------
 
 
@@ -227,6 +256,45 @@ def test_wfe_and_its_nulls() -> None:
     assert wfe(2.0, [1.0, -1.0]) is None  # mean 0
     assert wfe(2.0, [-3.0, 1.0]) is None  # mean < 0
     assert wfe(None, [1.0]) is None
+
+
+def test_efficiencies_count_each_backtests_returns_anchored() -> None:
+    # Anchored training spans of 43, 63, 83 bars (42, 62, 82 returns); tests of 20 bars (19).
+    wf = layout(103, 10, 3, 2, "anchored")
+    train = [{"net_profit_pct": 4.2}, {"net_profit_pct": 6.2}, None]
+    tests = [
+        FoldTest(i, wf.test_span(i), 100.0, None, None, {"net_profit_pct": pct})
+        for i, pct in enumerate((1.9, -0.95, 3.0))
+    ]
+    got = fold_efficiencies(wf, train, tests, PPY)
+    # fold 0: (1.9/19) / (4.2/42) = 1; fold 1: (-0.95/19) / (6.2/62) = -0.5; fold 2: no trial.
+    assert got[0] == pytest.approx(1.0, rel=1e-12)
+    assert got[1] == pytest.approx(-0.5, rel=1e-12)
+    assert got[2] is None
+    # A losing best trial has no efficiency; a test without capital has none either.
+    train_losing = [{"net_profit_pct": -4.2}, {"net_profit_pct": 0.0}, None]
+    assert fold_efficiencies(wf, train_losing, tests, PPY) == [None, None, None]
+    no_capital = [*tests[:2], FoldTest(2, wf.test_span(2), 0.0, None, FLAT_NO_CAPITAL, None)]
+    assert fold_efficiencies(wf, [*train[:2], {"net_profit_pct": 1.0}], no_capital, PPY)[2] is None
+
+
+def test_wfe_over_the_stitched_bars_and_the_usable_folds() -> None:
+    wf = layout(103, 10, 3, 2, "anchored")
+    stitched = BacktestResult(
+        np.empty((0, 5), dtype=np.int64),
+        np.empty((0, 9)),
+        np.arange(60, dtype=np.int64),
+        53,
+        np.ones(60),
+        {"net_profit_pct": 5.9},
+        0,
+    )
+    # ann(stitched) = 5.9/59; the usable folds' mean is (4.2/42 + 12.4/62) / 2 = 0.15.
+    train = [{"net_profit_pct": 4.2}, {"net_profit_pct": 12.4}, None]
+    assert stitched_wfe(wf, train, stitched, PPY) == pytest.approx(0.1 / 0.15, rel=1e-12)
+    assert stitched_wfe(wf, [None, None, None], stitched, PPY) is None
+    losing = [{"net_profit_pct": -4.2}, {"net_profit_pct": 1.0}, None]
+    assert stitched_wfe(wf, losing, stitched, PPY) is None  # mean <= 0
 
 
 SPACE = SearchSpace(

@@ -471,3 +471,52 @@ def fold_dispersion(
         spec.name: dispersion([float(p[spec.name]) for p in usable], spec.low, spec.high)
         for spec in space
     }
+
+
+def fold_efficiencies(
+    wf: WalkForwardLayout,
+    train_metrics: Sequence[Mapping[str, float | int | None] | None],
+    tests: Sequence[FoldTest],
+    ppy: float,
+) -> list[float | None]:
+    """`efficiency_i` of every fold, with `T` counted per backtest.
+
+    `train_metrics[i]` is fold i's best trial's metrics (None: no usable trial); its backtest
+    has `train_span(i).bars - 1` returns (anchored spans grow fold by fold), each test
+    `test_bars - 1`.
+    """
+    if len(train_metrics) != wf.folds or len(tests) != wf.folds:
+        raise WalkForwardError("folds", f"needs {wf.folds} training and test entries")
+    out = []
+    for fold, (train, test) in enumerate(zip(train_metrics, tests, strict=True)):
+        ann_train = _ann_of(train, wf.train_span(fold).bars - 1, ppy)
+        ann_test = _ann_of(test.metrics, wf.test_bars - 1, ppy)
+        out.append(None if train is None else efficiency(ann_test, ann_train))
+    return out
+
+
+def stitched_wfe(
+    wf: WalkForwardLayout,
+    train_metrics: Sequence[Mapping[str, float | int | None] | None],
+    stitched: BacktestResult,
+    ppy: float,
+) -> float | None:
+    """`wfe`: ann of the stitched record over its `K*L - 1` returns (flat folds included),
+    over the mean ann of the folds' best trials (None entries: folds without one)."""
+    if len(train_metrics) != wf.folds:
+        raise WalkForwardError("folds", f"needs {wf.folds} training entries")
+    ann_trains = [
+        None if m is None else _ann_of(m, wf.train_span(i).bars - 1, ppy)
+        for i, m in enumerate(train_metrics)
+    ]
+    usable = [a for m, a in zip(train_metrics, ann_trains, strict=True) if m is not None]
+    if any(a is None for a in usable):
+        # A usable trial always has a finite net_profit_pct; a missing one is a caller's bug.
+        raise WalkForwardError("train_metrics", "a usable fold's net_profit_pct is missing")
+    return wfe(_ann_of(stitched.metrics, len(stitched.equity) - 1, ppy), ann_trains)
+
+
+def _ann_of(
+    metrics: Mapping[str, float | int | None] | None, returns: int, ppy: float
+) -> float | None:
+    return None if metrics is None else ann(metrics.get("net_profit_pct"), returns, ppy)
