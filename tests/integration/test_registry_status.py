@@ -31,6 +31,7 @@ from tradepulse.registry.lifecycle import TRANSITIONS
 from .conftest import Env
 from .test_registry import (
     Client,
+    failing_publish,
     job_completed,
     registry_deps,
     running_registry,
@@ -304,3 +305,33 @@ async def test_operators_change_statuses_through_the_service_and_each_change_is_
 
 async def unsent_is_empty(dsn: str) -> bool:
     return await unsent(dsn) == []
+
+
+async def test_a_change_made_while_nats_is_away_is_published_later_exactly_once(
+    database: str,
+) -> None:
+    names = Names("tunit")
+    async with registry_deps(database, names, failing_publish()) as deps:
+        config_id = await born(deps, "job-offline", "CANDIDATE")
+        reply = await change_status(ask(config_id, "PAPER", "reviewed offline"), deps)
+        assert reply.changed
+    assert await unsent(database) == [f"{config_id}.1", f"{config_id}.2"]
+
+    published: list[ConfigPromoted] = []
+
+    async def record(subject: str, message: ConfigPromoted) -> object:
+        assert subject == names.config_promoted
+        published.append(message)
+        return None
+
+    async with registry_deps(database, names, record) as deps:
+        assert await deps.outbox.flush() == 2
+        assert await deps.outbox.flush() == 0
+        # Asking again for the status it has now writes and publishes nothing.
+        again = await change_status(ask(config_id, "PAPER", "reviewed offline"), deps)
+        assert (again.changed, again.refused) == (False, None)
+        assert await deps.outbox.flush() == 0
+    assert [(m.message_id, m.to_status, m.actor) for m in published] == [
+        (f"{config_id}.1", "CANDIDATE", "registry"),
+        (f"{config_id}.2", "PAPER", "alice"),
+    ]

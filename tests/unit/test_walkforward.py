@@ -499,7 +499,7 @@ def with_new_tail(history: Candles, at: int, seed: int) -> Candles:
     mode=st.sampled_from(["rolling", "anchored"]),
     data=st.data(),
 )
-def test_bars_after_a_training_span_change_nothing_in_its_backtest(
+def test_bars_after_a_fold_span_change_nothing_in_its_backtests(
     seed: int, params: LiquiditySweepParams, folds: int, rho: int, mode: str, data: st.DataObject
 ) -> None:
     warmup = 30
@@ -519,3 +519,15 @@ def test_bars_after_a_training_span_change_nothing_in_its_backtest(
         other = run_backtest(again.candles, STRATEGY, params, trade_from=again.trade_from)
         assert other.fingerprint == base.fingerprint
         assert np.array_equal(other.equity, base.equity)
+    if fold < folds:
+        # The same for the fold's test: nothing at or after test_end reaches it.
+        test = wf.test_span(fold)
+        tw = fold_test_window(history, wf, fold, warmup)
+        assert tw.candles.first_row == test.start - warmup
+        assert tw.candles.first_row + len(tw.candles) == test.stop
+        tested = run_backtest(tw.candles, STRATEGY, params, trade_from=tw.trade_from)
+        if test.stop < len(history):
+            changed = with_new_tail(history, test.stop, seed + 2)
+            again = fold_test_window(changed, wf, fold, warmup)
+            other = run_backtest(again.candles, STRATEGY, params, trade_from=again.trade_from)
+            assert other.fingerprint == tested.fingerprint
