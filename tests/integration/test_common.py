@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
+from pathlib import Path
 
 import pytest
 
@@ -15,19 +17,60 @@ from tradepulse.common.db.pool import retrying
 from .conftest import NATS_URL
 
 
-async def test_migrations_apply_once_even_when_two_replicas_start_together(database: str) -> None:
+@pytest.fixture
+def migrations_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Path]:
+    """A package of two migrations of schema `demo`, importable for this test only."""
+    name = f"tp_migrations_{uuid.uuid4().hex[:8]}"
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "__init__.py").write_text("")
+    (folder / "0001_things.sql").write_text("CREATE TABLE demo.things (id int PRIMARY KEY);")
+    (folder / "0002_more.sql").write_text("ALTER TABLE demo.things ADD COLUMN label text;")
+    (folder / "notes.txt").write_text("not a migration: ignored")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return name, folder
+
+
+async def test_migrations_apply_once_even_when_two_replicas_start_together(
+    database: str, migrations_package: tuple[str, Path]
+) -> None:
+    package, folder = migrations_package
     pools = [await create_pool(database), await create_pool(database)]
     try:
-        results = await asyncio.gather(*(apply_migrations(p, "training") for p in pools))
-        assert sorted(len(r) for r in results)[0] == 0, "the second runner must find nothing to do"
-        assert max(len(r) for r in results) >= 1
-        again = await apply_migrations(pools[0], "training")
-        assert again == []
-        versions = await pools[0].fetch("SELECT version FROM training.schema_migrations")
-        assert len(versions) == max(len(r) for r in results)
+        results = await asyncio.gather(*(apply_migrations(p, "demo", package) for p in pools))
+        assert sorted(results) == [[], ["0001_things.sql", "0002_more.sql"]], (
+            "the second runner must find nothing to do"
+        )
+        assert await apply_migrations(pools[0], "demo", package) == []
+        versions = await pools[0].fetch("SELECT version FROM demo.schema_migrations")
+        assert sorted(r["version"] for r in versions) == [1, 2]
+        await pools[0].execute("INSERT INTO demo.things (id, label) VALUES (1, 'x')")
+
+        (folder / "0003_index.sql").write_text("CREATE INDEX ON demo.things (label);")
+        assert await apply_migrations(pools[1], "demo", package) == ["0003_index.sql"]
+        (folder / "0001_things.sql").write_text("CREATE TABLE demo.things (id bigint);")
+        with pytest.raises(RuntimeError, match=r"0001_things\.sql changed after it was applied"):
+            await apply_migrations(pools[0], "demo", package)
     finally:
         for p in pools:
             await p.close()
+
+
+async def test_each_service_ships_its_own_migrations(database: str) -> None:
+    pool = await create_pool(database)
+    try:
+        for schema, package in (
+            ("market", "tradepulse.ingest.migrations"),
+            ("registry", "tradepulse.registry.migrations"),
+            ("training", "tradepulse.trainer.migrations"),
+        ):
+            applied = await apply_migrations(pool, schema, package)
+            assert applied, f"{package} holds no migration"
+            assert all(name.endswith(".sql") for name in applied)
+        with pytest.raises(FileNotFoundError, match=r"no NNNN_name\.sql migrations"):
+            await apply_migrations(pool, "market", "tradepulse.common.db")
+    finally:
+        await pool.close()
 
 
 async def test_queries_survive_the_server_terminating_every_connection_mid_query(

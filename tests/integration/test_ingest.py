@@ -197,7 +197,7 @@ async def deps(
     """What the service gives its handlers, on the test's database and namespace."""
     settings = _settings(env, monkeypatch)
     pool = await create_pool(env.database_url)
-    await apply_migrations(pool, "market")
+    await apply_migrations(pool, "market", "tradepulse.ingest.migrations")
     store = await bus.jetstream().object_store(env.names.candles_bucket)
     yield handlers.Deps(
         pool=pool,

@@ -463,7 +463,7 @@ async def registry_deps(
 ) -> AsyncIterator[Deps]:
     pool = await create_pool(dsn)
     try:
-        await apply_migrations(pool, "registry")
+        await apply_migrations(pool, "registry", "tradepulse.registry.migrations")
         repo = Repository(pool)
         metrics = RegistryMetrics(CollectorRegistry())
         yield Deps(

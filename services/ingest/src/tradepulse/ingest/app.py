@@ -37,7 +37,7 @@ async def run(
     names = settings.names
     pool = await create_pool(settings.database_url)
     try:
-        applied = await apply_migrations(pool, SCHEMA)
+        applied = await apply_migrations(pool, SCHEMA, "tradepulse.ingest.migrations")
         if applied:
             log.info("migrations applied", migrations=applied)
         nc = await connect(settings.nats_url, f"{SERVICE}-{settings.replica}")

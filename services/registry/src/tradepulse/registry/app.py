@@ -56,7 +56,7 @@ async def serve(settings: RegistrySettings) -> None:
 
     pool = await create_pool(settings.database_url)
     try:
-        applied = await apply_migrations(pool, SCHEMA)
+        applied = await apply_migrations(pool, SCHEMA, "tradepulse.registry.migrations")
         log.info("migrations_applied", applied=applied)
         nc = await bus.connect(settings.nats_url, f"{SERVICE}-{settings.replica}-js")
         try:
