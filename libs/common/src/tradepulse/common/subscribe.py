@@ -278,7 +278,7 @@ class Consumer(Generic[M]):
                     continue
                 failures = 0
                 while self._in_hand:
-                    await self._handle(self._in_hand[0])
+                    await self.handle(self._in_hand[0])
                     self._in_hand.pop(0)
         except asyncio.CancelledError:
             await self._hand_back()
@@ -293,7 +293,9 @@ class Consumer(Generic[M]):
             await self._apply(msg, Settlement("nak"))
         self._in_hand = []
 
-    async def _handle(self, msg: Msg) -> None:
+    async def handle(self, msg: Msg) -> Settlement:
+        """One delivery: decode, call the handler (with heartbeats), settle; returns the
+        settlement applied."""
         started = time.perf_counter()
         delivered = msg.metadata.num_delivered
         try:
@@ -303,8 +305,7 @@ class Consumer(Generic[M]):
                 "newer_schema" if newer_schema(msg.data, self._contract) else "unreadable"
             )
             self._log.warning(f"message_{verdict}", error=describe(exc), message=_delivery(msg))
-            await self._finish(msg, settle(verdict, delivered, self.spec.policy), started)
-            return
+            return await self._finish(msg, settle(verdict, delivered, self.spec.policy), started)
         heartbeat = asyncio.create_task(self._keep_alive(msg))
         try:
             await self._handler(message)
@@ -319,11 +320,10 @@ class Consumer(Generic[M]):
             )
             if settlement.action == "give_up":
                 settlement = await self._giving_up(message, exc, delivered)
-            await self._finish(msg, settlement, started)
-            return
+            return await self._finish(msg, settlement, started)
         finally:
             heartbeat.cancel()
-        await self._finish(msg, Settlement("ack"), started)
+        return await self._finish(msg, Settlement("ack"), started)
 
     async def _giving_up(self, message: M, exc: Exception, delivered: int) -> Settlement:
         self._log.error("message_given_up", attempts=delivered, message=message.message_id)
@@ -336,10 +336,11 @@ class Consumer(Generic[M]):
             return Settlement("term")
         return Settlement("ack")
 
-    async def _finish(self, msg: Msg, settlement: Settlement, started: float) -> None:
+    async def _finish(self, msg: Msg, settlement: Settlement, started: float) -> Settlement:
         await self._apply(msg, settlement)
         if self._metrics is not None:
             self._metrics.observe(self.spec.name, settlement.action, started)
+        return settlement
 
     async def _apply(self, msg: Msg, settlement: Settlement) -> None:
         # A settlement lost with the connection only risks a redelivery, which every handler
