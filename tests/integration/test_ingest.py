@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -189,6 +190,10 @@ async def service(env: Env, bus: NatsClient, tmp_path: Path) -> AsyncIterator[Pa
             proc.send_signal(signal.SIGTERM)
             code = await asyncio.wait_for(proc.wait(), 30)
     assert code == 0, log_path.read_text()[-3000:]
+    for line in log_path.read_text().splitlines():
+        entry = json.loads(line)
+        assert entry["level"] in ("info", "warning"), line
+        assert "exception" not in entry, line
 
 
 @pytest.fixture

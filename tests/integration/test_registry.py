@@ -229,6 +229,14 @@ async def client(names: Names) -> AsyncIterator[Client]:
         await nc.close()
 
 
+def assert_healthy_log(text: str) -> None:
+    """A healthy run, idle or busy, logs no error and no traceback."""
+    for line in text.splitlines():
+        entry = json.loads(line)
+        assert entry["level"] in ("info", "warning"), line
+        assert "exception" not in entry, line
+
+
 @asynccontextmanager
 async def running_registry(env: Env, log_path: Path) -> AsyncIterator[Client]:
     """The service as a subprocess, answering pings; stopped with SIGTERM, which must exit 0."""
@@ -258,6 +266,7 @@ async def running_registry(env: Env, log_path: Path) -> AsyncIterator[Client]:
             proc.send_signal(signal.SIGTERM)
             returncode = await asyncio.wait_for(proc.wait(), 20.0)
             assert returncode == 0, await asyncio.to_thread(log_path.read_text)
+            assert_healthy_log(await asyncio.to_thread(log_path.read_text))
         finally:
             if proc.returncode is None:
                 proc.kill()
