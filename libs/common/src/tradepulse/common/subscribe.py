@@ -289,7 +289,7 @@ class Consumer(Generic[M]):
 
     async def _hand_back(self) -> None:
         for msg in self._in_hand:
-            self._log.info("message_handed_back", message=_delivery(msg))
+            self._log.info("message_handed_back", delivery=_delivery(msg))
             await self._apply(msg, Settlement("nak"))
         self._in_hand = []
 
@@ -304,7 +304,7 @@ class Consumer(Generic[M]):
             verdict: Verdict = (
                 "newer_schema" if newer_schema(msg.data, self._contract) else "unreadable"
             )
-            self._log.warning(f"message_{verdict}", error=describe(exc), message=_delivery(msg))
+            self._log.warning(f"message_{verdict}", error=describe(exc), delivery=_delivery(msg))
             return await self._finish(msg, settle(verdict, delivered, self.spec.policy), started)
         heartbeat = asyncio.create_task(self._keep_alive(msg))
         try:
@@ -316,7 +316,7 @@ class Consumer(Generic[M]):
                 attempt=delivered,
                 retry_in_s=settlement.delay_s,
                 error=f"{type(exc).__name__}: {exc}",
-                message=message.message_id,
+                message_id=message.message_id,
             )
             if settlement.action == "give_up":
                 settlement = await self._giving_up(message, exc, delivered)
@@ -326,7 +326,7 @@ class Consumer(Generic[M]):
         return await self._finish(msg, Settlement("ack"), started)
 
     async def _giving_up(self, message: M, exc: Exception, delivered: int) -> Settlement:
-        self._log.error("message_given_up", attempts=delivered, message=message.message_id)
+        self._log.error("message_given_up", attempts=delivered, message_id=message.message_id)
         if self._give_up is None:
             return Settlement("term")
         try:
