@@ -12,11 +12,12 @@ from typing import Any
 import nats.errors
 import pytest
 from nats.js import JetStreamContext
+from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from tradepulse.common import subscribe
 from tradepulse.common.bus import connect, ensure_streams, publish
-from tradepulse.common.contracts.base import INVALID_REQUEST, NOT_FOUND, ErrorReply
+from tradepulse.common.contracts.base import INVALID_REQUEST, NOT_FOUND, UNAVAILABLE, ErrorReply
 from tradepulse.common.contracts.market import CoverageQuery, CoverageReply, GetIngest
 from tradepulse.common.contracts.subjects import Names
 from tradepulse.common.db import apply_migrations, create_pool
@@ -167,9 +168,11 @@ class Demo:
     given_up: list[tuple[str, int]] = field(default_factory=list)
     blocked: asyncio.Event = field(default_factory=asyncio.Event)
     ran: list[str] = field(default_factory=list)
+    registry: CollectorRegistry | None = None
 
     async def setup(self, rt: Runtime[CommonSettings]) -> None:
         names = rt.names
+        self.registry = rt.registry
         self.ran.append(await rt.pool.fetchval("SELECT count(*)::text FROM demo.things"))
 
         async def on_request(request: GetIngest) -> None:
@@ -289,6 +292,20 @@ async def test_the_skeleton_serves_settles_and_hands_work_back_at_shutdown(
         }
         assert all("exc_info" not in e for e in logs), "no traceback in a healthy run"
         assert ("info", "stopped") in levels
+
+        def count(endpoint: str, outcome: str) -> float | None:
+            assert demo.registry is not None
+            labels = {"endpoint": endpoint, "outcome": outcome}
+            return demo.registry.get_sample_value("tradepulse_bus_messages_total", labels)
+
+        # ok-1, fail-once's second delivery, fail-always after its give-up; block-1 nak'ed.
+        assert [count("demo_requests", o) for o in ("ack", "nak", "term")] == [3, 4, 0]
+        assert [count("coverage", o) for o in ("ok", INVALID_REQUEST, NOT_FOUND, UNAVAILABLE)] == [
+            1,
+            1,
+            1,
+            0,
+        ]
 
         # Another replica takes the handed-back message at once (ack_wait is 30 s).
         again = Demo()

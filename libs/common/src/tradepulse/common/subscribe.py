@@ -95,6 +95,9 @@ class AckPolicy:
 
 
 Verdict = Literal["handled", "failed", "unreadable", "newer_schema", "shutdown"]
+# The outcomes the metrics count: a consumer's settlements, a responder's reply kinds.
+CONSUMER_OUTCOMES = ("ack", "nak", "term")
+RESPONDER_OUTCOMES = ("ok", INVALID_REQUEST, NOT_FOUND, UNAVAILABLE)
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,12 @@ class EndpointMetrics:
             ),
         )
 
+    def declare(self, endpoint: str, outcomes: tuple[str, ...]) -> None:
+        """Start every known series at 0, so that the first event shows in a rate."""
+        for outcome in outcomes:
+            self.messages.labels(endpoint, outcome)
+        self.seconds.labels(endpoint)
+
     def observe(self, endpoint: str, outcome: str, started: float) -> None:
         self.messages.labels(endpoint, outcome).inc()
         self.seconds.labels(endpoint).observe(time.perf_counter() - started)
@@ -227,6 +236,8 @@ class Consumer(Generic[M]):
         self._handler = handler
         self._give_up = give_up
         self._metrics = metrics
+        if metrics is not None:
+            metrics.declare(spec.name, CONSUMER_OUTCOMES)
         self._log = log.bind(endpoint=spec.name)
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -290,7 +301,11 @@ class Consumer(Generic[M]):
     async def _hand_back(self) -> None:
         for msg in self._in_hand:
             self._log.info("message_handed_back", delivery=_delivery(msg))
-            await self._apply(msg, Settlement("nak"))
+            await self._finish(
+                msg,
+                settle("shutdown", msg.metadata.num_delivered, self.spec.policy),
+                time.perf_counter(),
+            )
         self._in_hand = []
 
     async def handle(self, msg: Msg) -> Settlement:
@@ -430,4 +445,6 @@ async def respond(
             outcome = reply.code if isinstance(reply, ErrorReply) else "ok"
             metrics.observe(name, outcome, started)
 
+    if metrics is not None:
+        metrics.declare(name, RESPONDER_OUTCOMES)
     return await nc.subscribe(subject, queue=queue, cb=callback)
