@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import nats.errors
 import pytest
 from nats.js import JetStreamContext
@@ -169,10 +171,17 @@ class Demo:
     blocked: asyncio.Event = field(default_factory=asyncio.Event)
     ran: list[str] = field(default_factory=list)
     registry: CollectorRegistry | None = None
+    stopped_with_pool: list[Any] = field(default_factory=list)
 
     async def setup(self, rt: Runtime[CommonSettings]) -> None:
         names = rt.names
         self.registry = rt.registry
+
+        async def on_stop() -> None:
+            # Hooks run first: the pool (and its per-connection set-up) is still there.
+            self.stopped_with_pool.append(await rt.pool.fetchval("""SELECT '{"a": 1}'::json"""))
+
+        rt.on_stop(on_stop)
         self.ran.append(await rt.pool.fetchval("SELECT count(*)::text FROM demo.things"))
 
         async def on_request(request: GetIngest) -> None:
@@ -216,7 +225,13 @@ def demo_settings(
 ) -> tuple[ServiceSpec, CommonSettings]:
     for key, value in env.as_environ(TP_REPLICA="demo-1", TP_SHUTDOWN_GRACE_S="3").items():
         monkeypatch.setenv(key, value)
-    spec = ServiceSpec(name="demo", schema="demo", migrations=migrations_package[0])
+
+    async def init(conn: asyncpg.Connection) -> None:
+        await conn.set_type_codec(
+            "json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+    spec = ServiceSpec(name="demo", schema="demo", migrations=migrations_package[0], pool_init=init)
     return spec, CommonSettings()
 
 
@@ -292,6 +307,7 @@ async def test_the_skeleton_serves_settles_and_hands_work_back_at_shutdown(
         }
         assert all("exc_info" not in e for e in logs), "no traceback in a healthy run"
         assert ("info", "stopped") in levels
+        assert demo.stopped_with_pool == [{"a": 1}], "decoded by the pool's init"
 
         def count(endpoint: str, outcome: str) -> float | None:
             assert demo.registry is not None

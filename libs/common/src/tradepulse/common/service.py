@@ -6,13 +6,14 @@
 A service gives a `ServiceSpec` (its name, schema and migrations package) and a `Setup`: an
 async function that builds its dependencies from the `Runtime` and registers its endpoints
 with `Runtime.consume` (JetStream pull consumers), `Runtime.respond` (request/reply, in the
-service's queue group) and `Runtime.background` (periodic tasks). Its `main()` is then
+service's queue group), `Runtime.background` (periodic tasks) and `Runtime.on_stop` (its own
+teardown steps). Its `main()` is then
 `return run_service(SPEC, Settings, setup)`.
 
 Ping: every replica answers `Names.ping(<service>)` (no queue group) with its replica name
 (`TP_REPLICA`) as plain bytes, and subscribes to it last, so that an answer means "ready".
 
-Teardown, in reverse order: stop the consumers (a message in hand is nak'ed for another
+Teardown, in reverse order: run the on-stop hooks, stop the consumers (a message in hand is nak'ed for another
 replica), the responders, the ping and the background tasks, then close NATS and the pool.
 Each step is bounded by `CommonSettings.shutdown_grace_s`, so a lost database or NATS cannot
 keep the process from exiting.
@@ -72,6 +73,8 @@ class ServiceSpec:
     schema: str  # the PostgreSQL schema it owns, e.g. "market"
     migrations: str  # the package holding the schema's NNNN_name.sql files
     pool_size: int = 5
+    # Run on every new pool connection (e.g. type codecs).
+    pool_init: Callable[[asyncpg.Connection], Awaitable[None]] | None = None
 
 
 class Runtime(Generic[S]):
@@ -97,6 +100,7 @@ class Runtime(Generic[S]):
         self._consumers: list[Consumer[Any]] = []
         self._subscriptions: list[Subscription] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._on_stop: list[Callable[[], Awaitable[None]]] = []
 
     async def consume(
         self,
@@ -128,6 +132,11 @@ class Runtime(Generic[S]):
         )
         self._subscriptions.append(subscription)
 
+    def on_stop(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run `hook` first at teardown, before the endpoints stop (e.g. to hand work back);
+        bounded by the grace period like every other step."""
+        self._on_stop.append(hook)
+
     def background(self, work: Coroutine[Any, Any, None], *, name: str) -> None:
         """Run `work` until teardown; it is cancelled then."""
         self._tasks.append(asyncio.create_task(work, name=name))
@@ -145,6 +154,11 @@ class Runtime(Generic[S]):
         )
 
     async def _stop_endpoints(self, grace: float) -> None:
+        for hook in reversed(self._on_stop):
+            try:
+                await asyncio.wait_for(hook(), grace)
+            except Exception as exc:  # teardown goes on: the process must exit
+                log.warning("stop_hook_failed", error=f"{type(exc).__name__}: {exc}")
         await asyncio.gather(*(c.stop(grace) for c in self._consumers))
         for subscription in self._subscriptions:
             with contextlib.suppress(nats.errors.Error, TimeoutError):
@@ -164,7 +178,7 @@ async def serve(spec: ServiceSpec, settings: S, setup: Setup[S], stop: asyncio.E
     ConnectionError."""
     grace = settings.shutdown_grace_s
     names = settings.names
-    pool = await create_pool(settings.database_url, max_size=spec.pool_size)
+    pool = await create_pool(settings.database_url, max_size=spec.pool_size, init=spec.pool_init)
     try:
         applied = await apply_migrations(pool, spec.schema, spec.migrations)
         if applied:
