@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -154,7 +155,8 @@ async def db(env: Env) -> AsyncIterator[asyncpg.Connection]:
     await conn.close()
 
 
-async def _wait_ready(nc: NatsClient, names: Names, within_s: float = 60.0) -> None:
+async def _wait_ready(nc: NatsClient, names: Names, replica: str, within_s: float = 60.0) -> None:
+    """Until the replica answers its ping with its name."""
     deadline = asyncio.get_running_loop().time() + within_s
     while True:
         try:
@@ -164,7 +166,7 @@ async def _wait_ready(nc: NatsClient, names: Names, within_s: float = 60.0) -> N
                 raise
             await asyncio.sleep(0.1)
         else:
-            assert reply.data == b"pong"
+            assert reply.data == replica.encode()
             return
 
 
@@ -177,17 +179,21 @@ async def service(env: Env, bus: NatsClient, tmp_path: Path) -> AsyncIterator[Pa
             sys.executable,
             "-m",
             "tradepulse.ingest",
-            env=env.as_environ(**TEST_SETTINGS),
+            env=env.as_environ(**TEST_SETTINGS, TP_REPLICA="ingest-1"),
             stdout=log,
             stderr=log,
         )
         try:
-            await _wait_ready(bus, env.names)
+            await _wait_ready(bus, env.names, "ingest-1")
             yield log_path
         finally:
             proc.send_signal(signal.SIGTERM)
             code = await asyncio.wait_for(proc.wait(), 30)
     assert code == 0, log_path.read_text()[-3000:]
+    for line in log_path.read_text().splitlines():
+        entry = json.loads(line)
+        assert entry["level"] in ("info", "warning"), line
+        assert "exception" not in entry, line
 
 
 @pytest.fixture
@@ -197,7 +203,7 @@ async def deps(
     """What the service gives its handlers, on the test's database and namespace."""
     settings = _settings(env, monkeypatch)
     pool = await create_pool(env.database_url)
-    await apply_migrations(pool, "market")
+    await apply_migrations(pool, "market", "tradepulse.ingest.migrations")
     store = await bus.jetstream().object_store(env.names.candles_bucket)
     yield handlers.Deps(
         pool=pool,
@@ -374,10 +380,11 @@ async def test_exchange_pull_pages_retries_and_resumes_from_the_last_stored_cand
         built.append(exchange_id)
         return RecordedBinance(history, calls, fail_calls={2, 3})
 
+    settings = _settings(env, monkeypatch)
     stop = asyncio.Event()
-    server = asyncio.create_task(run(_settings(env, monkeypatch), stop, exchange_factory=factory))
+    server = asyncio.create_task(run(settings, stop, exchange_factory=factory))
     try:
-        await _wait_ready(bus, env.names)
+        await _wait_ready(bus, env.names, settings.replica)
         t0 = int(history.open_time[0])
         first = await _ingest(
             bus,
@@ -457,7 +464,7 @@ async def test_a_request_that_keeps_failing_is_redelivered_then_refused_and_remo
     stop = asyncio.Event()
     server = asyncio.create_task(run(settings, stop, exchange_factory=factory))
     try:
-        await _wait_ready(bus, env.names)
+        await _wait_ready(bus, env.names, settings.replica)
         t0 = int(history.open_time[0])
         event = await _ingest(
             bus,

@@ -27,7 +27,7 @@ from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
 from tradepulse.common.bus import connect, publish
-from tradepulse.common.contracts.base import Message
+from tradepulse.common.contracts.base import INVALID_REQUEST, ErrorReply, Message
 from tradepulse.common.contracts.market import DatasetKey
 from tradepulse.common.contracts.registry import (
     ConfigPromoted,
@@ -229,6 +229,14 @@ async def client(names: Names) -> AsyncIterator[Client]:
         await nc.close()
 
 
+def assert_healthy_log(text: str) -> None:
+    """A healthy run, idle or busy, logs no error and no traceback."""
+    for line in text.splitlines():
+        entry = json.loads(line)
+        assert entry["level"] in ("info", "warning"), line
+        assert "exception" not in entry, line
+
+
 @asynccontextmanager
 async def running_registry(env: Env, log_path: Path) -> AsyncIterator[Client]:
     """The service as a subprocess, answering pings; stopped with SIGTERM, which must exit 0."""
@@ -237,7 +245,7 @@ async def running_registry(env: Env, log_path: Path) -> AsyncIterator[Client]:
             sys.executable,
             "-m",
             "tradepulse.registry",
-            env=env.as_environ(REGISTRY_OUTBOX_INTERVAL_S="0.5"),
+            env=env.as_environ(REGISTRY_OUTBOX_INTERVAL_S="0.5", TP_REPLICA="registry-1"),
             stdout=log,
             stderr=log,
         )
@@ -249,7 +257,7 @@ async def running_registry(env: Env, log_path: Path) -> AsyncIterator[Client]:
                         output = await asyncio.to_thread(log_path.read_text)
                         raise AssertionError(f"registry exited: {output}")
                     try:
-                        return await c.ask(env.names.ping("registry"), b"") == b"pong"
+                        return await c.ask(env.names.ping("registry"), b"") == b"registry-1"
                     except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
                         return False
 
@@ -258,6 +266,7 @@ async def running_registry(env: Env, log_path: Path) -> AsyncIterator[Client]:
             proc.send_signal(signal.SIGTERM)
             returncode = await asyncio.wait_for(proc.wait(), 20.0)
             assert returncode == 0, await asyncio.to_thread(log_path.read_text)
+            assert_healthy_log(await asyncio.to_thread(log_path.read_text))
         finally:
             if proc.returncode is None:
                 proc.kill()
@@ -401,9 +410,9 @@ async def test_bad_requests_get_an_error_naming_the_problem(env: Env, tmp_path: 
     async with running_registry(env, tmp_path / "registry.log") as c:
 
         async def error(subject: str, body: bytes) -> dict[str, str]:
-            reply = json.loads(await c.ask(subject, body))
-            assert set(reply) == {"error", "code"}, reply
-            return dict(reply)
+            reply = ErrorReply.from_bytes(await c.ask(subject, body))
+            assert reply.code == INVALID_REQUEST, reply
+            return {"error": reply.error, "code": reply.code}
 
         names = env.names
         assert (await error(names.list_configs, b"not json"))["code"] == "invalid_request"
@@ -433,7 +442,7 @@ async def test_an_event_from_a_newer_producer_waits_instead_of_being_dropped(
         )
 
         async def handled() -> bool:
-            return "job_completed_newer_schema" in await asyncio.to_thread(log_path.read_text)
+            return "message_newer_schema" in await asyncio.to_thread(log_path.read_text)
 
         await until(handled, "the registry to put the event back")
         info = await c.js.consumer_info(env.names.events_stream, env.names.registry_jobs_durable)
@@ -463,7 +472,7 @@ async def registry_deps(
 ) -> AsyncIterator[Deps]:
     pool = await create_pool(dsn)
     try:
-        await apply_migrations(pool, "registry")
+        await apply_migrations(pool, "registry", "tradepulse.registry.migrations")
         repo = Repository(pool)
         metrics = RegistryMetrics(CollectorRegistry())
         yield Deps(

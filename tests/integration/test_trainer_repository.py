@@ -15,7 +15,7 @@ from .flows import training_request
 @pytest.fixture
 async def repo(database: str) -> AsyncIterator[TrainingRepository]:
     pool = await create_pool(database, init=init_connection)
-    await apply_migrations(pool, "training")
+    await apply_migrations(pool, "training", "tradepulse.trainer.migrations")
     try:
         yield TrainingRepository(pool)
     finally:

@@ -34,24 +34,22 @@ from .flows import summary_of_up
 
 pytestmark = pytest.mark.integration
 
-# A service as far as `up` can tell: answers its ping (with its replica name, or an anonymous
-# "pong"), in a queue group like a real service, and exits on SIGTERM.
+# A service as far as `up` can tell: answers its ping with its replica name as plain bytes,
+# as the common service skeleton does, and exits on SIGTERM.
 FAKE_SERVICE = r"""
-import asyncio, json, os, signal, sys
+import asyncio, os, signal, sys
 import nats
 from tradepulse.common.contracts.subjects import Names
 
 async def main() -> None:
     replica = os.environ["TP_REPLICA"]
     service = sys.argv[1] if len(sys.argv) > 1 else replica.rsplit("-", 1)[0]
-    anonymous = len(sys.argv) > 2 and sys.argv[2] == "anonymous"
     nc = await nats.connect(os.environ["NATS_URL"])
 
     async def pong(msg):
-        body = b"pong" if anonymous else json.dumps({"replica": replica}).encode()
-        await msg.respond(body)
+        await msg.respond(replica.encode())
 
-    await nc.subscribe(Names(os.environ["TP_NAMESPACE"]).ping(service), queue=service, cb=pong)
+    await nc.subscribe(Names(os.environ["TP_NAMESPACE"]).ping(service), cb=pong)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
@@ -62,8 +60,8 @@ asyncio.run(main())
 """
 
 
-def fake(service: str, replicas: int, anonymous: bool = False) -> ServiceSpec:
-    argv = (sys.executable, "-c", FAKE_SERVICE, service, "anonymous" if anonymous else "named")
+def fake(service: str, replicas: int) -> ServiceSpec:
+    argv = (sys.executable, "-c", FAKE_SERVICE, service)
     return ServiceSpec(service, replicas=replicas, command=argv)
 
 
@@ -195,11 +193,11 @@ async def test_a_killed_replica_is_restarted_and_each_replica_must_answer(
         namespace=namespace,
         report=events.append,
         stop_timeout=5,
-        services=[fake("fake", 2), fake("anon", 2, anonymous=True)],
+        services=[fake("fake", 2), fake("other", 2)],
     )
     async with System.start(config) as system:
         await system.wait_ready(30)
-        assert sorted(system.processes) == ["anon-1", "anon-2", "fake-1", "fake-2"]
+        assert sorted(system.processes) == ["fake-1", "fake-2", "other-1", "other-2"]
         ports = {p.metrics_port for p in system.processes.values()}
         assert len(ports) == 4
         assert 0 not in ports

@@ -7,12 +7,10 @@
 Services are only ever launched as processes (`python -m tradepulse.<service>`); nothing here
 imports service code. Each replica gets its own log file, metrics port and `TP_REPLICA`.
 
-Readiness: a replica is ready once it answers `Names.ping(<service>)`. Pings are published to
-a private inbox several times per round and every reply is collected, so this works whether
-the replicas subscribe in a queue group (one answers each ping) or not (all answer). A reply
-carrying the replica name (`TP_REPLICA` as text, or JSON `{"replica": ...}`) marks exactly that
-replica ready. A plain `pong` cannot say who answered; then the replicas that were alive when
-the ping went out and are still alive count as ready (process alive + service answering).
+Readiness: a replica is ready once it answers `Names.ping(<service>)` with its replica name
+(`TP_REPLICA`, as plain bytes: the one format of the common service skeleton). Every replica
+answers each ping; pings are published to a private inbox a few times per round and every
+reply is collected, so each answer marks exactly the replica that sent it.
 """
 
 from __future__ import annotations
@@ -205,18 +203,6 @@ def exit_text(code: int) -> str:
             return f"was killed by {signal.Signals(-code).name}"
         return f"was killed by signal {-code}"
     return f"exited with code {code}"
-
-
-def replica_of(reply: bytes) -> str | None:
-    """The replica name a ping reply carries, or None for an anonymous `pong`."""
-    text = reply.decode(errors="replace").strip()
-    if text.startswith("{"):
-        with contextlib.suppress(ValueError):
-            body = json.loads(text)
-            if isinstance(body, dict) and isinstance(body.get("replica"), str):
-                return str(body["replica"])
-        return None
-    return None if text.lower() in ("", "pong") else text
 
 
 async def _ignore_error(_: Exception) -> None:
@@ -698,24 +684,21 @@ class System:
             await asyncio.sleep(PROBE_EVERY_S)
 
     async def _probe(self, service: str, procs: list[Supervised]) -> None:
-        sent_at = asyncio.get_running_loop().time()
-        replicas, anonymous = await self._ping(service, count=2 * len(procs) + 1)
+        replicas = await self._ping(service, count=2 * len(procs) + 1)
         for proc in procs:
             if not proc.running:
                 continue
-            if proc.name in replicas or (anonymous and proc.started_at <= sent_at):
+            if proc.name in replicas:
                 proc.ready = True
                 if proc.restarts:
                     self._report(f"{proc.name} (pid {proc.pid}) is ready again")
 
-    async def _ping(self, service: str, count: int) -> tuple[set[str], bool]:
-        """Ping `count` times into a private inbox; the replica names that answered, and
-        whether any answer was anonymous."""
+    async def _ping(self, service: str, count: int) -> set[str]:
+        """Ping `count` times into a private inbox; the replica names that answered."""
         assert self._nc is not None
         inbox = self._nc.new_inbox()
         sub = await self._nc.subscribe(inbox)
         replicas: set[str] = set()
-        anonymous = False
         try:
             for _ in range(count):
                 await self._nc.publish(self.names.ping(service), b"", reply=inbox)
@@ -728,15 +711,11 @@ class System:
                     break
                 if msg.headers and "Status" in msg.headers:
                     continue  # the server's "no responders" notice, not an answer
-                replica = replica_of(msg.data)
-                if replica is None:
-                    anonymous = True
-                else:
-                    replicas.add(replica)
+                replicas.add(msg.data.decode(errors="replace"))
         finally:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
-        return replicas, anonymous
+        return replicas
 
 
 __all__ = [

@@ -33,6 +33,13 @@ class CommonSettings(BaseSettings):
     metrics_port: int = Field(default=0, ge=0, le=65535, validation_alias="METRICS_PORT")
     replica: str = Field(default_factory=default_replica, validation_alias="TP_REPLICA")
     stream_replicas: int = Field(default=1, ge=1, le=5, validation_alias="TP_STREAM_REPLICAS")
+    shutdown_grace_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=120,
+        validation_alias="TP_SHUTDOWN_GRACE_S",
+        description="longest wait for each teardown step (consumers, NATS, the pool) at stop",
+    )
 
     @field_validator("log_level")
     @classmethod

@@ -190,7 +190,7 @@ async def _with_retries(
             delay = min(MAX_BACKOFF_S, policy.backoff_s * 2 ** (attempt - 1))
             delay += random.uniform(0, delay / 4)
             log.warning(
-                "exchange call failed, retrying",
+                "exchange_call_retried",
                 call=what,
                 attempt=attempt,
                 delay_s=round(delay, 3),

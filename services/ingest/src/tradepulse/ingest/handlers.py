@@ -77,7 +77,7 @@ async def ingest(request: IngestRequested, deps: Deps) -> Outcome:
     started = time.perf_counter()
     previous = await retrying(lambda: repository.find_ingest(deps.pool, request.request_id))
     if previous is not None and previous.status == "succeeded":
-        log.info("request already applied, answering from its record")
+        log.info("ingest_already_applied")
         return _from_record(request.request_id, previous)
     if previous is not None and request.source == "upload":
         # Its file was discarded when it was refused; the refusal is the answer.
@@ -103,7 +103,7 @@ async def ingest(request: IngestRequested, deps: Deps) -> Outcome:
     deps.metrics.rows_added.labels(request.source).inc(outcome.rows_added)
     deps.metrics.duration.labels(request.source).observe(elapsed)
     log.info(
-        "candles ingested",
+        "candles_ingested",
         rows_received=outcome.rows_received,
         rows_added=outcome.rows_added,
         rows=outcome.coverage.rows,
@@ -125,7 +125,7 @@ async def refuse(request: IngestRequested, report: dict[str, Any], deps: Deps) -
     """Record why the request cannot be carried out; nothing of it is stored."""
     await retrying(lambda: repository.record_failure(deps.pool, request, report))
     deps.metrics.requests.labels(request.source, "failed").inc()
-    log.warning("ingest refused", reason=report["reason"])
+    log.warning("ingest_refused", reason=report["reason"])
     return IngestFailed(
         message_id=failed_id(request.request_id),
         request_id=request.request_id,
@@ -266,7 +266,7 @@ async def _store(
         await repository.record_success(conn, request, rows_received, rows_added, report)
     if report["rows_differing"]:
         log.warning(
-            "candles already stored with other values were kept",
+            "stored_candles_kept",
             rows_differing=report["rows_differing"],
         )
     event = CandlesIngested(

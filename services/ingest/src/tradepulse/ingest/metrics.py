@@ -1,4 +1,4 @@
-"""The service's own Prometheus metrics (FastStream's middleware adds per-subject ones)."""
+"""The service's own Prometheus metrics (the common skeleton adds per-endpoint ones)."""
 
 from __future__ import annotations
 

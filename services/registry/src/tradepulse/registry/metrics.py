@@ -1,4 +1,4 @@
-"""The registry's Prometheus instruments (besides FastStream's per-handler ones)."""
+"""The registry's Prometheus instruments (the common skeleton adds per-endpoint ones)."""
 
 from __future__ import annotations
 

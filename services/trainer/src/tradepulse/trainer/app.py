@@ -106,7 +106,7 @@ class Trainer:
     async def start(self) -> None:
         s = self.settings
         self.pool = await create_pool(s.database_url, init=init_connection, max_size=4)
-        await apply_migrations(self.pool, "training")
+        await apply_migrations(self.pool, "training", "tradepulse.trainer.migrations")
         self.nc = await connect(s.nats_url, f"trainer-{s.replica}")
         self.js = self.nc.jetstream()
         await ensure_streams(self.js, self.names, s.stream_replicas)

@@ -1,8 +1,10 @@
 """Versioned SQL migrations per service schema, applied at start.
 
-Files live in `tradepulse/common/db/migrations/<schema>/NNNN_name.sql`. Each is applied once,
-in its own transaction, and recorded in `<schema>.schema_migrations`. A PostgreSQL advisory
-lock per schema makes two replicas starting at once apply them one after the other.
+Each service owns its schema and keeps its migrations in its own package, as
+`NNNN_name.sql` files (e.g. `tradepulse.ingest.migrations` for `market`), read with
+importlib.resources so that they ship inside the service's wheel. Each is applied once, in its
+own transaction, and recorded in `<schema>.schema_migrations` with its checksum. A PostgreSQL
+advisory lock per schema makes two replicas starting at once apply them one after the other.
 """
 
 from __future__ import annotations
@@ -16,15 +18,14 @@ import asyncpg
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
-def _migrations(schema: str) -> list[tuple[int, str, str]]:
-    folder = resources.files("tradepulse.common.db") / "migrations" / schema
+def _migrations(package: str) -> list[tuple[int, str, str]]:
     found = []
-    for entry in folder.iterdir():
+    for entry in resources.files(package).iterdir():
         m = _NAME.match(entry.name)
         if m:
             found.append((int(m.group(1)), entry.name, entry.read_text()))
     if not found:
-        raise FileNotFoundError(f"no migrations for schema {schema!r}")
+        raise FileNotFoundError(f"no NNNN_name.sql migrations in package {package!r}")
     return sorted(found)
 
 
@@ -34,10 +35,12 @@ def _lock_key(schema: str) -> int:
     )
 
 
-async def apply_migrations(pool: asyncpg.Pool, schema: str) -> list[str]:
-    """Apply the schema's pending migrations; returns the names applied now."""
+async def apply_migrations(pool: asyncpg.Pool, schema: str, package: str) -> list[str]:
+    """Apply the pending migrations of `schema` found in `package` (a dotted package name);
+    returns the names applied now, [] when the schema is up to date."""
     if not re.fullmatch(r"[a-z_]+", schema):
         raise ValueError(f"bad schema name {schema!r}")
+    migrations = _migrations(package)
     applied: list[str] = []
     async with pool.acquire() as conn:
         await conn.execute("SELECT pg_advisory_lock($1)", _lock_key(schema))
@@ -56,7 +59,7 @@ async def apply_migrations(pool: asyncpg.Pool, schema: str) -> list[str]:
                     f"SELECT version, checksum FROM {schema}.schema_migrations"
                 )
             }
-            for version, name, sql in _migrations(schema):
+            for version, name, sql in migrations:
                 checksum = hashlib.sha256(sql.encode()).hexdigest()
                 if version in done:
                     if done[version] != checksum:

@@ -1,0 +1,1 @@
+"""The `training` schema's migrations, NNNN_name.sql, applied in order by `common.db.apply_migrations`."""
