@@ -144,6 +144,17 @@ def test_compose_ingest_data_mount_exists_and_is_documented(compose_config: dict
     assert "TP_DATA_DIR" in header
 
 
+def test_compose_prometheus_loads_the_alert_rules(compose_config: dict[str, Any]) -> None:
+    mounts = {v["target"]: v for v in compose_config["services"]["prometheus"]["volumes"]}
+    config = mounts["/etc/prometheus/prometheus.yml"]
+    assert Path(config["source"]) == DEPLOY / "prometheus" / "prometheus.yml"
+    rules = mounts["/etc/prometheus/rules"]
+    assert Path(rules["source"]) == DEPLOY / "prometheus" / "rules"
+    assert rules["read_only"]
+    patterns = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())["rule_files"]
+    assert patterns == ["rules/*.yml"], "relative to the config file: /etc/prometheus/rules"
+
+
 def test_prometheus_scrapes_every_service_and_finds_trainer_replicas_by_dns() -> None:
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
