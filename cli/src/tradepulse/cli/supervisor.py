@@ -488,6 +488,8 @@ class System:
     async def _start_postgres(self) -> None:
         try:
             run_as = postgres_run_as()
+            if run_as is not None and run_as.created:
+                self._report(f"created the system user {run_as.name} to run PostgreSQL as")
             known = self._state.get("postgres_cluster")
             place = place_cluster(
                 self.data_dir, run_as, Path(known) if known else None, fresh=self._fresh

@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import os
 import re
+import shutil
 import signal
 import sys
 import time
@@ -88,6 +90,30 @@ def add_parser(sub: Any) -> None:
     # For tests and debugging: a comma-separated subset of the services ("" = servers only).
     p.add_argument("--services", default=None, help=argparse.SUPPRESS)
     p.set_defaults(run=run)
+
+    d = sub.add_parser(
+        "down",
+        help="stop a `tradepulse up` of a data dir; --purge also deletes its data",
+        description="Stop the `tradepulse up` of --data-dir (or what a killed one left running). "
+        "With --purge, then delete the data dir and its PostgreSQL cluster, also where it was "
+        "relocated (/var/lib/tradepulse/<hash>), and every relocated cluster whose data dir no "
+        "longer exists.",
+    )
+    d.add_argument(
+        "--data-dir",
+        default=".tradepulse",
+        type=Path,
+        help="the data dir of that `up` (default: ./.tradepulse; `demo` uses ./.tradepulse-demo)",
+    )
+    d.add_argument("--purge", action="store_true", help="delete the data and the clusters too")
+    d.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds to wait for each process to exit before SIGKILL (default: 30)",
+    )
+    d.set_defaults(run=run_down)
 
 
 def _say(line: str) -> None:
@@ -262,3 +288,67 @@ async def serve(config: Config, ready_timeout: float, access: GatewayAccess | No
 def run(args: argparse.Namespace) -> int:
     config, access = gateway_access(args, config_from(args, os.environ), os.environ)
     return asyncio.run(serve(config, args.ready_timeout, access))
+
+
+def recorded_state(data_dir: Path) -> dict[str, Any] | None:
+    """data_dir/state.json, None if there is none; refuses a folder that is not a data dir."""
+    state_file = data_dir / "state.json"
+    try:
+        state = json.loads(state_file.read_text())
+    except FileNotFoundError:
+        if data_dir.exists() and any(data_dir.iterdir()):
+            raise UserError(
+                f"{data_dir} has no state.json: not a data dir of `tradepulse up`"
+            ) from None
+        return None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read {state_file}: {exc}") from exc
+    return state if isinstance(state, dict) else {}
+
+
+async def stop_recorded(state: Mapping[str, Any], grace: float) -> None:
+    """Stop the `up` a state.json names, or, if it was killed, what it left running (only pids
+    that still carry the start time recorded for them): the services, then the servers."""
+    from tradepulse.cli.embedded import pid_alive, process_starttime, terminate_pid
+
+    up_pid = state.get("up_pid")
+    if isinstance(up_pid, int) and up_pid != os.getpid() and pid_alive(up_pid):
+        _say(f"stopping tradepulse up (pid {up_pid})")
+        # It stops its services, then NATS and PostgreSQL, in order.
+        await terminate_pid(up_pid, grace)
+    left = [
+        (name, entry["pid"])
+        for name, entry in (state.get("processes") or {}).items()
+        if isinstance(entry.get("pid"), int)
+        and pid_alive(entry["pid"])
+        and process_starttime(entry["pid"]) == entry.get("starttime")
+    ]
+    servers = ("nats", "postgres")
+    for group in ([x for x in left if x[0] not in servers], [x for x in left if x[0] in servers]):
+        for name, pid in group:
+            _say(f"stopping {name} (pid {pid}) left running")
+        await asyncio.gather(*(terminate_pid(pid, grace) for _, pid in group))
+
+
+def purge(data_dir: Path) -> None:
+    from tradepulse.cli.embedded import purge_relocated
+
+    for removed in purge_relocated(data_dir):
+        _say(f"removed the PostgreSQL cluster {removed}")
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+        _say(f"removed {data_dir}")
+
+
+def run_down(args: argparse.Namespace) -> int:
+    if args.stop_timeout <= 0:
+        raise UserError("--stop-timeout must be positive")
+    data_dir = args.data_dir.expanduser().resolve()
+    state = recorded_state(data_dir)
+    if state is not None:
+        asyncio.run(stop_recorded(state, args.stop_timeout))
+    if args.purge:
+        purge(data_dir)
+    else:
+        _say(f"stopped; {data_dir} kept (--purge deletes it)")
+    return 0

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, start_http_server
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -16,9 +22,29 @@ def new_registry() -> CollectorRegistry:
     return registry
 
 
+class _QuietHandler(WSGIRequestHandler):
+    # Probes and scrapes every few seconds would otherwise fill stderr.
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
 def serve_metrics(registry: CollectorRegistry, port: int) -> int:
-    """Serve /metrics on every interface at `port` (0 = off), for Prometheus to scrape."""
+    """Serve /metrics and /health on every interface at `port` (0 = off).
+
+    Services open the port once their database and streams are set up, so /health answering
+    200 means "started and alive": the path for Kubernetes' and Compose's probes, which need
+    no metrics rendered.
+    """
     if port <= 0:
         return 0
-    start_http_server(port, addr="0.0.0.0", registry=registry)
+    metrics = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/health":
+            start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"ok\n"]
+        return metrics(environ, start_response)  # type: ignore[no-any-return]
+
+    server = make_server("0.0.0.0", port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return port

@@ -29,6 +29,10 @@ class GatewayMetrics:
             ["kind", "outcome"],
             registry=self.registry,
         )
+        # Every command and outcome at 0 from the start, so that the first refusal is a rate.
+        for kind in ("training", "ingest"):
+            for outcome in ("accepted", "refused"):
+                self.commands.labels(kind, outcome)
         self.nats_connected = Gauge(
             "tradepulse_gateway_nats_connected",
             "1 while the gateway's NATS connection is up",

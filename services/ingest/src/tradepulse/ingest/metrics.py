@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from tradepulse.common.contracts.market import IngestRequested
+
+SOURCES: tuple[str, ...] = get_args(IngestRequested.model_fields["source"].annotation)
+OUTCOMES = ("succeeded", "failed")
 
 
 @dataclass(frozen=True)
@@ -15,7 +21,7 @@ class IngestMetrics:
 
     @classmethod
     def register(cls, registry: CollectorRegistry) -> IngestMetrics:
-        return cls(
+        metrics = cls(
             requests=Counter(
                 "tradepulse_ingest_requests",
                 "Ingest requests handled, by source and outcome",
@@ -36,3 +42,10 @@ class IngestMetrics:
                 registry=registry,
             ),
         )
+        # Every known label from the start: a rate needs a 0 before the first failed import.
+        for source in SOURCES:
+            metrics.rows_added.labels(source)
+            metrics.duration.labels(source)
+            for outcome in OUTCOMES:
+                metrics.requests.labels(source, outcome)
+        return metrics

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter
 
+from tradepulse.registry.lifecycle import TRANSITIONS
+
 
 class RegistryMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -13,6 +15,9 @@ class RegistryMetrics:
             ["status"],
             registry=registry,
         )
+        # The statuses a configuration is born with, at 0 before the first one.
+        for status in sorted(TRANSITIONS[None]):
+            self.configs_created.labels(status)
         self.duplicate_jobs = Counter(
             "tp_registry_duplicate_jobs",
             "JobCompleted events for a job that already has a configuration",

