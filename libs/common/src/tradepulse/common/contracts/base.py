@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Final, Self
 from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field
+
+# The kinds of `ErrorReply.code`: what the caller may do about the failure.
+INVALID_REQUEST: Final = "invalid_request"
+"""The request itself is wrong (a field out of bounds, an impossible combination): do not retry."""
+NOT_FOUND: Final = "not_found"
+"""The named job, configuration or dataset does not exist."""
+UNAVAILABLE: Final = "unavailable"
+"""The service could not answer now (database or NATS away, or a fault): try again later."""
 
 
 def new_id() -> str:
@@ -47,7 +55,8 @@ class Message(Contract):
 
 
 class ErrorReply(Message):
-    """The answer to a request that could not be served; `code` says whose fault it was."""
+    """The answer to a request that could not be served; `code` (INVALID_REQUEST, NOT_FOUND or
+    UNAVAILABLE) says whose fault it was, so that it survives the bus (e.g. as 422/404/503)."""
 
     error: str
-    code: str = "invalid_request"
+    code: str = INVALID_REQUEST
