@@ -9,21 +9,37 @@ Leases are timed by a `Clock` the test moves, so a lease runs out without waitin
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tradepulse.common.contracts.market import CoverageQuery, CoverageReply
+import numpy as np
+
+from tradepulse.common.contracts.market import (
+    CoverageQuery,
+    CoverageReply,
+    DatasetCoverage,
+    DatasetKey,
+)
 from tradepulse.common.contracts.training import (
     TERMINAL_STATUSES,
     DataWindow,
     JobStatus,
     TrainingRequested,
     TrialCompleted,
+    TrialSpec,
     TrialWork,
 )
-from tradepulse.trainer.ports import JobEvent, JobRow, StoredTrial
+from tradepulse.quant import Candles
+from tradepulse.trainer.deps import Deps
+from tradepulse.trainer.errors import SnapshotMissingError
+from tradepulse.trainer.evaluate import DatasetCache
+from tradepulse.trainer.ports import Delivery, JobEvent, JobRow, StoredTrial
+from tradepulse.trainer.settings import TrainerSettings
+from tradepulse.trainer.trials import store_trials
 
 
 class Clock:
@@ -283,9 +299,12 @@ class MemoryBus:
     cancels: list[str] = field(default_factory=list)
     subscriptions: list[_Subscription] = field(default_factory=list)
     seen_ids: set[str] = field(default_factory=set)
+    # Ids of publishes dropped as duplicates, in order.
+    dropped: list[str] = field(default_factory=list)
 
     def _first_time(self, message_id: str) -> bool:
         if message_id in self.seen_ids:
+            self.dropped.append(message_id)
             return False
         self.seen_ids.add(message_id)
         return True
@@ -347,3 +366,174 @@ class FakeDelivery:
 
     async def in_progress(self) -> None:
         self.in_progress_calls += 1
+
+
+# A replica in a test ---------------------------------------------------------------------
+
+REPLICA = "trainer-1"
+SNAPSHOT = "binance_BTC-USDT_5m.snap-1"
+BTC = DatasetKey(exchange="binance", symbol="BTC/USDT", timeframe="5m")
+
+
+def unit_settings(**fields: Any) -> TrainerSettings:
+    """Trainer settings from defaults and `fields` (by environment name), never the
+    environment: small batches, a quick store poll, short give-up counts."""
+    values: dict[str, Any] = {
+        "TP_REPLICA": REPLICA,
+        "TRAINER_BATCH_SIZE": 4,
+        "TRAINER_MODEL_BATCH_SIZE": 4,
+        "TRAINER_TRIALS_PER_ITEM": 2,
+        "TRAINER_POLL_INTERVAL": 0.05,
+        "TRAINER_JOB_MAX_DELIVER": 3,
+        "TRAINER_TRIAL_MAX_DELIVER": 2,
+        **fields,
+    }
+    return TrainerSettings.model_validate(values)
+
+
+def synthetic_candles(n: int = 600) -> Candles:
+    close = np.maximum(100 + np.cumsum(np.random.default_rng(7).normal(0, 1, n)), 10.0)
+    return Candles.from_arrays(
+        np.arange(n, dtype=np.int64) * 300_000,
+        close,
+        close + 1,
+        close - 1,
+        close,
+        np.full(n, 10.0),
+        timeframe_seconds=300,
+    )
+
+
+def coverage_of(candles: Candles) -> CoverageReply:
+    return CoverageReply(
+        datasets=[
+            DatasetCoverage(
+                dataset=BTC,
+                rows=len(candles),
+                first_ms=int(candles.open_time[0]),
+                last_ms=int(candles.open_time[-1]),
+                expected_rows=len(candles),
+                gaps=0,
+                missing_candles=0,
+                largest_gap=None,
+                content_hash=candles.content_hash(),
+                snapshot=SNAPSHOT,
+                updated_at="2026-01-01T00:00:00+00:00",
+            )
+        ]
+    )
+
+
+def job_request(**fields: Any) -> TrainingRequested:
+    defaults: dict[str, Any] = {
+        "job_id": f"job-{uuid.uuid4().hex[:12]}",
+        "dataset": BTC,
+        "lookback_candles": 200,
+        "optimizer": "random",
+        "n_iterations": 10,
+        "seed": 12345,
+    }
+    return TrainingRequested.model_validate({**defaults, **fields})
+
+
+def make_deps(
+    store: MemoryJobStore | None = None, bus: MemoryBus | None = None, **settings: Any
+) -> Deps:
+    """A replica on in-memory ports, its snapshot a small synthetic history."""
+    candles = synthetic_candles()
+    snapshots = {SNAPSHOT: candles.to_bytes()}
+
+    async def load(name: str) -> bytes:
+        if name not in snapshots:
+            raise SnapshotMissingError(f"dataset snapshot {name} is no longer in the object store")
+        return snapshots[name]
+
+    return Deps(
+        store=store or MemoryJobStore(),
+        bus=bus or MemoryBus(coverage_reply=coverage_of(candles)),
+        cache=DatasetCache(load),
+        settings=unit_settings(**settings),
+        code_version="tradepulse-quant test",
+    )
+
+
+def made_up_result(work: TrialWork, trial: TrialSpec, replica: str) -> TrialCompleted:
+    """A result that depends only on the parameters (as a backtest's does); every fifth trial
+    fails, as one with too few trades would."""
+    value = round(sum(float(v) for v in trial.params.values()) % 7.0, 9)
+    failed = trial.number % 5 == 3
+    return TrialCompleted(
+        message_id=f"{work.job_id}.trial.{trial.number}.done",
+        job_id=work.job_id,
+        number=trial.number,
+        params=trial.params,
+        state="failed" if failed else "complete",
+        value=None if failed else value,
+        metrics={"sharpe_ratio": None if failed else value, "total_trades": 0 if failed else 5},
+        fingerprint=f"fp-{value}",
+        duration_ms=1.0,
+        replica=replica,
+        reason="0 trades, fewer than min_trades 1" if failed else None,
+    )
+
+
+class Worker:
+    """Trial replicas: evaluates the work items the bus queued, with `made_up_result`.
+
+    Only trials numbered below `limit` are evaluated (None: all); raise it with `allow`.
+    `repeat` delivers every item that many times (a redelivered or duplicated item);
+    `result` replaces `made_up_result`."""
+
+    def __init__(
+        self,
+        deps: Deps,
+        *,
+        limit: int | None = None,
+        repeat: int = 1,
+        result: Callable[[TrialWork, TrialSpec, str], TrialCompleted] | None = None,
+    ) -> None:
+        assert isinstance(deps.bus, MemoryBus)
+        self.deps = deps
+        self.result = result or made_up_result
+        self.bus = deps.bus
+        self.limit = limit
+        self.repeat = repeat
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def allow(self, limit: int | None) -> None:
+        self.limit = limit
+        self._changed.set()
+
+    async def _run(self) -> None:
+        while True:
+            work = await self.bus.work.get()
+            while self.limit is not None and work.trials[-1].number >= self.limit:
+                self._changed.clear()
+                await self._changed.wait()
+            for _ in range(self.repeat):
+                results = [self.result(work, t, "trainer-w") for t in work.trials]
+                await store_trials(work, results, self.deps)
+
+    async def __aenter__(self) -> Worker:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+async def eventually(check: Callable[[], bool], within: float = 5.0) -> None:
+    """Wait until `check()` holds, polling; fail after `within` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not check():
+        assert loop.time() < deadline, "the condition never held"
+        await asyncio.sleep(0.001)
+
+
+async def no_heartbeat(delivery: Delivery, job_id: str) -> None:
+    """The heartbeat of a test replica: leases are moved by the test's clock instead."""

@@ -24,10 +24,9 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import ObjectNotFoundError
-from pydantic import ValidationError
 
 from tradepulse.common.bus import connect, ensure_streams, get_object
-from tradepulse.common.contracts.base import INVALID_REQUEST, UNAVAILABLE, ErrorReply, Message
+from tradepulse.common.contracts.base import Message
 from tradepulse.common.contracts.training import CancelJob, GetJob, ListJobs, ListTrials
 from tradepulse.common.db import apply_migrations, create_pool
 from tradepulse.common.logging import get_logger
@@ -38,7 +37,6 @@ from tradepulse.trainer.deps import Deps, code_version
 from tradepulse.trainer.errors import SnapshotMissingError
 from tradepulse.trainer.evaluate import DatasetCache
 from tradepulse.trainer.nats_bus import JetStreamDelivery, NatsBus
-from tradepulse.trainer.policy import TRANSIENT
 from tradepulse.trainer.ports import Delivery
 from tradepulse.trainer.repository import TrainingRepository, init_connection
 from tradepulse.trainer.settings import TrainerSettings
@@ -151,18 +149,7 @@ class Trainer:
         handler: Callable[[M], Awaitable[Message]],
     ) -> None:
         async def callback(msg: Msg) -> None:
-            try:
-                request = model.from_bytes(msg.data)
-            except ValidationError as exc:
-                await msg.respond(
-                    ErrorReply(error=f"invalid request: {exc}", code=INVALID_REQUEST).to_bytes()
-                )
-                return
-            try:
-                reply = await handler(request)
-            except TRANSIENT as exc:
-                reply = ErrorReply(error=f"trainer unavailable: {exc}", code=UNAVAILABLE)
-            await msg.respond(reply.to_bytes())
+            await msg.respond((await queries.answer(model, msg.data, handler)).to_bytes())
 
         await self.nc.subscribe(subject, queue=self.names.trainer_queue, cb=callback)
 

@@ -30,9 +30,6 @@ class CancelRegistry:
     def release(self, job_id: str) -> None:
         self._held.pop(job_id, None)
 
-    def holds(self, job_id: str) -> bool:
-        return job_id in self._held
-
     def cancel(self, job_id: str) -> None:
         """A cancel broadcast for the job: stop it if held here, skip its trial work."""
         self._requested.add(job_id)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import TypeVar
 
+from pydantic import ValidationError
+
+from tradepulse.common.contracts.base import INVALID_REQUEST, UNAVAILABLE, ErrorReply, Message
 from tradepulse.common.contracts.training import (
     CancelJob,
     CancelReply,
@@ -18,7 +23,26 @@ from tradepulse.common.contracts.training import (
 )
 from tradepulse.trainer.deps import Deps
 from tradepulse.trainer.handlers import publish_terminal
+from tradepulse.trainer.policy import TRANSIENT
 from tradepulse.trainer.ports import StoredTrial
+
+M = TypeVar("M", bound=Message)
+
+
+async def answer(
+    model: type[M], data: bytes, handler: Callable[[M], Awaitable[Message]]
+) -> Message:
+    """The reply to a request: the handler's, or an ErrorReply whose code keeps its kind
+    across the bus (a request that does not decode is invalid; a store or bus away makes the
+    trainer unavailable). An unknown id is not an error: the reply says it was not found."""
+    try:
+        request = model.from_bytes(data)
+    except ValidationError as exc:
+        return ErrorReply(error=f"invalid request: {exc}", code=INVALID_REQUEST)
+    try:
+        return await handler(request)
+    except TRANSIENT as exc:
+        return ErrorReply(error=f"trainer unavailable: {exc}", code=UNAVAILABLE)
 
 
 async def cancel_job(request: CancelJob, deps: Deps) -> CancelReply:
