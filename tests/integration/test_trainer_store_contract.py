@@ -1,16 +1,24 @@
-"""One `JobStore` contract suite, run against the PostgreSQL repository and the in-memory
-store the unit tests use: what the fake promises, PostgreSQL does."""
+"""The `JobStore` and `Bus` contract suites, each run against the real implementation
+(PostgreSQL, NATS) and the in-memory one the unit tests use: what the fake promises, the real
+one does."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
 import pytest
+from nats.aio.msg import Msg
 
+from tradepulse.common.bus import connect
+from tradepulse.common.contracts.market import CoverageReply
+from tradepulse.common.contracts.subjects import Names
 from tradepulse.common.db import apply_migrations, create_pool
+from tradepulse.trainer.nats_bus import NatsBus
 from tradepulse.trainer.repository import TrainingRepository, init_connection
 
+from ..unit.trainer_bus_contract import BusBackend, BusContract, memory_bus_backend
 from ..unit.trainer_store_contract import Backend, StoreContract, memory_backend
+from .conftest import NATS_URL
 
 
 @pytest.fixture
@@ -40,4 +48,51 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 
 
 class TestJobStoreContract(StoreContract):
+    pass
+
+
+@pytest.fixture
+async def nats_bus_backend(names: Names) -> AsyncIterator[BusBackend]:
+    nc = await connect(NATS_URL, "test-bus-contract")
+    js = nc.jetstream()
+    heard: list[str] = []
+
+    async def on_cancel(msg: Msg) -> None:
+        heard.append(msg.subject.rsplit(".", 1)[-1])
+
+    await nc.subscribe(names.cancel_broadcast("*"), cb=on_cancel)
+    await nc.flush()
+
+    async def stored_ids() -> list[str]:
+        last = (await js.stream_info(names.events_stream)).state.last_seq
+        ids = []
+        for seq in range(1, last + 1):
+            msg = await js.get_msg(names.events_stream, seq)
+            if (msg.subject or "").startswith(f"{names.prefix}.evt.training.job_"):
+                ids.append((msg.headers or {})["Nats-Msg-Id"])
+        return ids
+
+    async def serve(reply: CoverageReply) -> None:
+        async def respond(msg: Msg) -> None:
+            await msg.respond(reply.to_bytes())
+
+        await nc.subscribe(names.coverage, cb=respond)
+        await nc.flush()
+
+    try:
+        bus = NatsBus(nc, js, names, coverage_wait=0.2)
+        yield BusBackend(bus, stored_ids, serve, lambda: heard)
+    finally:
+        await nc.close()
+
+
+@pytest.fixture(params=["memory", pytest.param("nats", marks=pytest.mark.integration)])
+def bus_backend(request: pytest.FixtureRequest) -> BusBackend:
+    if request.param == "memory":
+        return memory_bus_backend()
+    nats: BusBackend = request.getfixturevalue("nats_bus_backend")
+    return nats
+
+
+class TestBusContract(BusContract):
     pass

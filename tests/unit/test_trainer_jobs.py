@@ -24,10 +24,12 @@ from tradepulse.common.contracts.training import (
     TrialSpec,
     TrialWork,
 )
+from tradepulse.quant import get_strategy
 from tradepulse.trainer import deliveries, plan, queries
 from tradepulse.trainer.deps import Deps
+from tradepulse.trainer.optimizer import SamplerSpec
 from tradepulse.trainer.ports import JobRow
-from tradepulse.trainer.study import completed_from_stored
+from tradepulse.trainer.study import StudyRunner, StudySpec, completed_from_stored
 
 from .trainer_fakes import (
     Clock,
@@ -459,3 +461,71 @@ async def test_a_malformed_job_is_refused_for_good() -> None:
     await deliveries.job(delivery, deps, no_heartbeat)
     assert delivery.settled == ["term"]
     assert parts(deps)[0].jobs == {}
+
+
+# What a walk-forward job will need --------------------------------------------------------
+
+
+async def test_two_studies_of_one_job_run_side_by_side_each_on_its_own_trials() -> None:
+    """Two optimizations of one job (e.g. two folds: own window, seed, trial numbers), run
+    at once, each ask and keep what it would alone."""
+    job = job_request(n_iterations=6)
+    reference = await undisturbed(job)
+    window = row(reference, job.job_id).data_window
+    assert window is not None
+    space = get_strategy(job.strategy).space
+    sampler = SamplerSpec("random", 4)
+    folds = [
+        StudySpec(request=job, window=window, sampler=sampler, seed=1, n=6, first=0),
+        StudySpec(
+            request=job,
+            window=window.model_copy(update={"begin": 100}),
+            sampler=sampler,
+            seed=2,
+            n=6,
+            first=6,
+        ),
+    ]
+
+    async def run(deps: Deps, specs: list[StudySpec]) -> list[dict[int, Any]]:
+        store, _ = parts(deps)
+        await store.create_job(job)
+        studies = [await StudyRunner.open(s, space, [], deps, asyncio.Event()) for s in specs]
+        seen: list[int] = []
+
+        async def on_batch(done: int, results: Any) -> None:
+            seen.append(done)
+
+        async with Worker(deps):
+            outcomes = await asyncio.gather(*(s.run(on_batch) for s in studies))
+        assert all(r is not None for r in outcomes)
+        return [{k: (r.params, r.value) for k, r in res.items()} for res in outcomes if res]
+
+    together = await run(make_deps(), folds)
+    alone = [(await run(make_deps(), [spec]))[0] for spec in folds]
+    assert together == alone
+    assert sorted(together[0]) == list(range(6))
+    assert sorted(together[1]) == list(range(6, 12))
+    assert together[0] != {k - 6: v for k, v in together[1].items()}, "other seed, other trials"
+
+
+async def test_a_held_job_keeps_its_message_and_lease_alive() -> None:
+    job = job_request(n_iterations=8)
+    clock = Clock()
+    deps = make_deps(MemoryJobStore(clock), TRAINER_JOB_ACK_WAIT=0.03)
+    store, _ = parts(deps)
+    delivery = FakeDelivery(job.to_bytes())
+
+    async def heartbeat(d: Any, job_id: str) -> None:
+        await deliveries.heartbeat(d, job_id, deps)
+
+    async with Worker(deps, limit=4) as worker:
+        holding = asyncio.create_task(deliveries.job(delivery, deps, heartbeat))
+        await held_until(deps, job.job_id, 4)
+        clock.advance(60)  # the first lease has long run out
+        beats = delivery.in_progress_calls
+        await eventually(lambda: delivery.in_progress_calls >= beats + 2)
+        assert await store.held_by_another(job.job_id, "trainer-2"), "renewed from now on"
+        worker.allow(None)
+        await holding
+    assert delivery.settled == ["ack"]
