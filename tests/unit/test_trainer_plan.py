@@ -62,11 +62,10 @@ def test_the_resume_point_ends_a_batch_and_every_trial_before_it_is_stored(
 
 
 def test_batches_cover_the_rest_of_a_study_in_order() -> None:
-    assert plan.batches(10, 4) == [Batch(0, 0, 4), Batch(1, 4, 4), Batch(2, 8, 2)]
-    assert plan.batches(10, 4, start=4) == [Batch(1, 4, 4), Batch(2, 8, 2)]
+    assert plan.batches(10, 4) == [Batch(0, 4), Batch(4, 4), Batch(8, 2)]
+    assert plan.batches(10, 4, start=4) == [Batch(4, 4), Batch(8, 2)]
     assert plan.batches(10, 4, start=10) == []
-    assert plan.batches(6, 4, first=100) == [Batch(0, 100, 4), Batch(1, 104, 2)]
-    assert Batch(2, 8, 2).numbers == [8, 9]
+    assert Batch(8, 2).numbers == [8, 9]
 
 
 def test_a_sampler_that_learns_has_one_batch_in_flight_others_two() -> None:

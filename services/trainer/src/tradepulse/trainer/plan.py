@@ -49,9 +49,8 @@ def resume_point(stored: Collection[int], n: int, batch_size: int, first: int = 
 
 @dataclass(frozen=True)
 class Batch:
-    """Trials [first, first + size) of a study, the `index`-th batch."""
+    """The sampler's trials [first, first + size): asked together, told together."""
 
-    index: int
     first: int
     size: int
 
@@ -60,13 +59,11 @@ class Batch:
         return list(range(self.first, self.first + self.size))
 
 
-def batches(n: int, batch_size: int, *, start: int = 0, first: int = 0) -> list[Batch]:
+def batches(n: int, batch_size: int, *, start: int = 0) -> list[Batch]:
     """The batches of a study of `n` trials that remain after the first `start` trials
-    (`start` is a multiple of `batch_size`, or n)."""
-    return [
-        Batch(index=k // batch_size, first=first + k, size=min(batch_size, n - k))
-        for k in range(start, n, batch_size)
-    ]
+    (`start` is a multiple of `batch_size`, or n), numbered as the sampler numbers them:
+    from 0, whatever the study's first trial number."""
+    return [Batch(first=k, size=min(batch_size, n - k)) for k in range(start, n, batch_size)]
 
 
 def progress_of(done: int, total: int) -> float:

@@ -97,6 +97,7 @@ class StudyRunner:
         spec: StudySpec,
         optimizer: BatchOptimizer,
         stored: dict[int, TrialCompleted],
+        resumed_from: int,
         deps: Deps,
         cancel: asyncio.Event,
     ) -> None:
@@ -105,7 +106,8 @@ class StudyRunner:
         self.stored = stored
         self.deps = deps
         self.cancel = cancel
-        self.resumed_from = plan.resume_point(stored, spec.n, spec.sampler.batch_size, spec.first)
+        # Trials told from the store, not run: those of the leading complete batches.
+        self.resumed_from = resumed_from
         self.results: dict[int, TrialCompleted] = {
             spec.first + k: stored[spec.first + k] for k in range(self.resumed_from)
         }
@@ -119,20 +121,13 @@ class StudyRunner:
         deps: Deps,
         cancel: asyncio.Event,
     ) -> StudyRunner:
-        """Raises JobError when the study cannot run as asked (a grid smaller than n)."""
-        rows = [t for t in rows if spec.owns(t.number)]
-        stored = {t.number: completed_from_stored(spec.job_id, t) for t in rows}
-        attrs = {t.number: t.system_attrs for t in rows}
-        told = plan.resume_point(stored, spec.n, spec.sampler.batch_size, spec.first)
-        history = [
-            Told(
-                k,
-                stored[spec.first + k].params,
-                stored[spec.first + k].value,
-                attrs.get(spec.first + k, {}),
-            )
-            for k in range(told)
-        ]
+        """`rows`: the job's stored trials (those of other studies are left out). Raises
+        JobError when the study cannot run as asked (a grid smaller than n)."""
+        mine = {t.number: t for t in rows if spec.owns(t.number)}
+        told = plan.resume_point(mine, spec.n, spec.sampler.batch_size, spec.first)
+        # Told numbers are the sampler's own, from 0; trial numbers start at spec.first.
+        leading = [mine[spec.first + k] for k in range(told)]
+        history = [Told(k, t.params, t.value, t.system_attrs) for k, t in enumerate(leading)]
         # The sampler's work runs in a thread: TPE's cost grows with the trials told, and the
         # event loop must keep renewing the lease and answering meanwhile.
         optimizer = await asyncio.to_thread(BatchOptimizer, spec.sampler, spec.seed, space, history)
@@ -141,7 +136,8 @@ class StudyRunner:
                 f"the grid has {optimizer.grid.size:,} points, fewer than the"
                 f" {spec.n:,} trials asked: lower n_iterations"
             )
-        return cls(spec, optimizer, stored, deps, cancel)
+        stored = {k: completed_from_stored(spec.job_id, t) for k, t in mine.items()}
+        return cls(spec, optimizer, stored, told, deps, cancel)
 
     async def run(self, on_batch: OnBatch) -> dict[int, TrialCompleted] | None:
         """Every result of the study by trial number; None if the job was cancelled."""
@@ -149,6 +145,7 @@ class StudyRunner:
         inbox = Inbox(spec)
         sub = await self.deps.bus.subscribe_trials(spec.job_id, inbox.put)
         depth = plan.depth_for(spec.sampler.adaptive)
+        # Batches and in-flight numbers are the sampler's (from 0); trials are spec.first on.
         pending = plan.batches(spec.n, spec.sampler.batch_size, start=self.resumed_from)
         in_flight: list[list[int]] = []
         done = self.resumed_from
