@@ -1,22 +1,32 @@
-"""The trainer's tables (schema `training`): jobs and trials. Parameterized SQL only.
+"""The trainer's tables (schema `training`): the PostgreSQL `JobStore`. Parameterized SQL only.
 
 Every write is idempotent: a job is inserted once, a trial once per (job, number), and a
-job's status only moves forward (a terminal status is never overwritten).
+job's status only moves forward (a terminal status is never overwritten). Rows leave this
+module as `JobRow` / `StoredTrial`; nothing else reads a column by name.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
-from tradepulse.common.contracts.training import TrainingRequested, TrialCompleted
+from tradepulse.common.contracts.training import (
+    DataWindow,
+    JobStatus,
+    TrainingRequested,
+    TrialCompleted,
+)
 from tradepulse.common.db.pool import retrying
+from tradepulse.trainer.ports import JobRow, StoredTrial
 
-TERMINAL = ("completed", "failed", "cancelled")
+_JOB_COLUMNS = """job_id, request, status, progress, trials_done, n_iterations, best_trial,
+    best_value, error, sampler, sampler_version, batch_size, data_window, holder, lease_until,
+    cancel_requested, created_at, started_at, finished_at"""
+_TRIAL_COLUMNS = """number, params, state, value, metrics, fingerprint, duration_ms, replica,
+    reason, system_attrs"""
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
@@ -24,18 +34,16 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-@dataclass(frozen=True)
-class StoredTrial:
-    number: int
-    params: dict[str, float | int]
-    state: str
-    value: float | None
-    metrics: dict[str, Any]
-    fingerprint: str
-    duration_ms: float
-    replica: str
-    reason: str | None
-    system_attrs: dict[str, Any]
+def _job(row: asyncpg.Record) -> JobRow:
+    fields = dict(row)
+    fields["request"] = TrainingRequested.model_validate(fields["request"])
+    window = fields["data_window"]
+    fields["data_window"] = DataWindow.model_validate(window) if window else None
+    return JobRow(**fields)
+
+
+def _trial(row: asyncpg.Record) -> StoredTrial:
+    return StoredTrial(**dict(row))
 
 
 class TrainingRepository:
@@ -60,7 +68,7 @@ class TrainingRepository:
 
         return await retrying(op)
 
-    async def create_job(self, request: TrainingRequested) -> asyncpg.Record:
+    async def create_job(self, request: TrainingRequested) -> JobRow:
         await self._execute(
             """INSERT INTO training.jobs (job_id, request, status, n_iterations)
                VALUES ($1, $2, 'queued', $3) ON CONFLICT (job_id) DO NOTHING""",
@@ -72,8 +80,11 @@ class TrainingRepository:
         assert row is not None
         return row
 
-    async def get_job(self, job_id: str) -> asyncpg.Record | None:
-        return await self._fetchrow("SELECT * FROM training.jobs WHERE job_id = $1", job_id)
+    async def get_job(self, job_id: str) -> JobRow | None:
+        row = await self._fetchrow(
+            f"SELECT {_JOB_COLUMNS} FROM training.jobs WHERE job_id = $1", job_id
+        )
+        return _job(row) if row is not None else None
 
     async def take_job(self, job_id: str, holder: str, lease_s: float) -> bool:
         """Lease a job to `holder`; False while another live replica holds it."""
@@ -124,7 +135,7 @@ class TrainingRepository:
         sampler: str,
         sampler_version: str,
         batch_size: int,
-        window: dict[str, Any],
+        window: DataWindow,
     ) -> None:
         await self._execute(
             """UPDATE training.jobs
@@ -136,27 +147,25 @@ class TrainingRepository:
             sampler,
             sampler_version,
             batch_size,
-            window,
+            window.model_dump(mode="json"),
         )
 
     async def stored_trials(self, job_id: str) -> list[StoredTrial]:
         rows = await self._fetch(
-            """SELECT number, params, state, value, metrics, fingerprint, duration_ms, replica,
-                      reason, system_attrs
-               FROM training.trials WHERE job_id = $1 ORDER BY number""",
+            f"SELECT {_TRIAL_COLUMNS} FROM training.trials WHERE job_id = $1 ORDER BY number",
             job_id,
         )
-        return [StoredTrial(**dict(r)) for r in rows]
+        return [_trial(r) for r in rows]
 
     async def trials_in(self, job_id: str, numbers: Iterable[int]) -> dict[int, StoredTrial]:
         rows = await self._fetch(
-            """SELECT number, params, state, value, metrics, fingerprint, duration_ms, replica,
-                      reason, system_attrs
-               FROM training.trials WHERE job_id = $1 AND number = ANY($2::int[])""",
+            f"""SELECT {_TRIAL_COLUMNS}
+                FROM training.trials WHERE job_id = $1 AND number = ANY($2::int[])""",
             job_id,
             list(numbers),
         )
-        return {r["number"]: StoredTrial(**dict(r)) for r in rows}
+        trials = [_trial(r) for r in rows]
+        return {t.number: t for t in trials}
 
     async def insert_trials(self, trials: list[tuple[TrialCompleted, dict[str, Any]]]) -> None:
         """Store trials in one round trip; a trial already stored (a redelivered work item)
@@ -222,10 +231,10 @@ class TrainingRepository:
         )
         return result.endswith(" 1")
 
-    async def request_cancel(self, job_id: str) -> asyncpg.Record | None:
+    async def request_cancel(self, job_id: str) -> JobStatus | None:
         """Flag a job for cancellation. A job no live replica holds (queued, or its holder died
         and no replica has taken it over yet) is cancelled at once."""
-        return await self._fetchrow(
+        row = await self._fetchrow(
             """UPDATE training.jobs
                SET cancel_requested = true, updated_at = now(),
                    status = CASE WHEN status = 'queued' OR (status = 'running' AND orphaned)
@@ -238,6 +247,7 @@ class TrainingRepository:
                RETURNING job_id, status""",
             job_id,
         )
+        return row["status"] if row is not None else None
 
     async def cancel_requested(self, job_id: str) -> bool:
         row = await self._fetchrow(
@@ -252,14 +262,13 @@ class TrainingRepository:
             "SELECT count(*) AS n FROM training.trials WHERE job_id = $1", job_id
         )
         rows = await self._fetch(
-            """SELECT number, params, state, value, metrics, fingerprint, duration_ms, replica,
-                      reason, system_attrs
-               FROM training.trials WHERE job_id = $1 ORDER BY number LIMIT $2 OFFSET $3""",
+            f"""SELECT {_TRIAL_COLUMNS}
+                FROM training.trials WHERE job_id = $1 ORDER BY number LIMIT $2 OFFSET $3""",
             job_id,
             limit,
             offset,
         )
-        return int(total_row["n"] if total_row else 0), [StoredTrial(**dict(r)) for r in rows]
+        return int(total_row["n"] if total_row else 0), [_trial(r) for r in rows]
 
     async def list_jobs(
         self, status: str | None, symbol: str | None, strategy: str | None, limit: int, offset: int

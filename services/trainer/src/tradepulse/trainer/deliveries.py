@@ -1,0 +1,165 @@
+"""A pulled message, from its bytes to its ack: decode, run the use case, settle it.
+
+Each function handles one delivery of one queue and settles it as the retry policy says
+(policy.RetryPolicy); the pull loops in app.py only fetch and call them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import structlog
+from pydantic import ValidationError
+
+from tradepulse.common.contracts.base import Message
+from tradepulse.common.contracts.training import TrainingRequested, TrialCompleted, TrialWork
+from tradepulse.common.logging import get_logger
+from tradepulse.trainer import handlers, trials
+from tradepulse.trainer.deps import Deps
+from tradepulse.trainer.policy import TRANSIENT, MalformedMessageError, Queue, Settle, Verdict
+from tradepulse.trainer.ports import Delivery
+
+log = get_logger("trainer")
+
+M = TypeVar("M", bound=Message)
+
+
+def decode(model: type[M], data: bytes) -> M:
+    try:
+        return model.from_bytes(data)
+    except ValidationError as exc:
+        raise MalformedMessageError(f"not a {model.__name__}: {exc}") from exc
+
+
+async def _settle(delivery: Delivery, verdict: Verdict) -> None:
+    """Best effort: a message left unsettled comes back after its ack wait anyway."""
+    with contextlib.suppress(Exception):
+        if verdict.settle is Settle.TERM:
+            await delivery.term()
+        elif verdict.settle is Settle.NAK:
+            await delivery.nak(delay=verdict.delay)
+
+
+async def intake(delivery: Delivery, deps: Deps) -> None:
+    """Record a submitted job as queued at once, before any replica has a free slot."""
+    try:
+        await deps.store.create_job(decode(TrainingRequested, delivery.data))
+    except Exception as exc:
+        verdict = deps.policy.verdict(Queue.INTAKE, exc, delivery.attempt)
+        if verdict.settle is Settle.RAISE:
+            raise
+        if verdict.settle is Settle.NAK:
+            log.warning("recording a submitted job failed; retrying", error=str(exc))
+        # A malformed job is logged by the holder loop, which refuses it too.
+        await _settle(delivery, verdict)
+        return
+    with contextlib.suppress(Exception):
+        await delivery.ack()
+
+
+Heartbeat = Callable[[Delivery, str], Coroutine[Any, Any, None]]
+
+
+async def job(delivery: Delivery, deps: Deps, heartbeat: Heartbeat) -> None:
+    """Hold a delivered job until its end, with `heartbeat(delivery, job_id)` running
+    meanwhile; a job this replica holds already is handed back for later."""
+    policy = deps.policy
+    try:
+        request = decode(TrainingRequested, delivery.data)
+    except MalformedMessageError as exc:
+        log.error("refusing a malformed TrainingRequested", error=str(exc))
+        await _settle(delivery, policy.verdict(Queue.JOBS, exc))
+        return
+    job_id = request.job_id
+    cancel = deps.cancels.hold(job_id)
+    if cancel is None:
+        await _settle(delivery, policy.held_here())
+        return
+    structlog.contextvars.bind_contextvars(job_id=job_id)
+    beating = asyncio.create_task(heartbeat(delivery, job_id))
+    deps.metrics.jobs_held.inc()
+    try:
+        status = await handlers.take_delivery(request, delivery.attempt, deps, cancel)
+        log.info("job finished", status=status)
+        await delivery.ack_sync()
+    except (Exception, asyncio.CancelledError) as exc:
+        verdict = policy.verdict(Queue.JOBS, exc, delivery.attempt)
+        if verdict.release_lease:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(deps.store.release_lease(job_id, deps.replica), 2)
+        if verdict.settle is Settle.FAIL:
+            log.exception("job crashed")
+            with contextlib.suppress(Exception):
+                reason = f"internal error: {type(exc).__name__}: {exc}"
+                await handlers.finish_failed(job_id, reason, deps)
+                await delivery.ack_sync()
+        else:
+            if isinstance(exc, TRANSIENT):
+                log.warning("job interrupted; it will be retried", error=str(exc))
+            await _settle(delivery, verdict)
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+    finally:
+        beating.cancel()
+        deps.metrics.jobs_held.dec()
+        deps.cancels.release(job_id)
+        structlog.contextvars.unbind_contextvars("job_id")
+
+
+async def heartbeat(delivery: Delivery, job_id: str, deps: Deps) -> None:
+    """Keep a held job's message and lease alive: a third of the ack wait apart."""
+    beat = deps.settings.job_ack_wait / 3
+    while True:
+        await asyncio.sleep(beat)
+        with contextlib.suppress(Exception):
+            await delivery.in_progress()
+        # Bounded: a renewal waiting on a database that is away must not delay the next
+        # in-progress ack past JetStream's ack wait.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                deps.store.renew_lease(job_id, deps.replica, deps.settings.lease_seconds), beat
+            )
+
+
+async def trial_work(delivery: Delivery, deps: Deps) -> list[TrialCompleted]:
+    """Evaluate a work item; the trials it stored (none if it is to come back)."""
+    policy = deps.policy
+    try:
+        work = decode(TrialWork, delivery.data)
+    except MalformedMessageError as exc:
+        log.error("refusing a malformed trial work item", error=str(exc))
+        await _settle(delivery, policy.verdict(Queue.TRIALS, exc))
+        return []
+    numbers = [t.number for t in work.trials]
+    attempt = delivery.attempt
+    try:
+        results = await trials.run_trials(work, deps)
+    except Exception as exc:
+        verdict = policy.verdict(Queue.TRIALS, exc, attempt)
+        if verdict.settle is Settle.RAISE:
+            raise
+        if isinstance(exc, TRANSIENT):
+            log.warning(
+                "trials interrupted; they will be retried",
+                job_id=work.job_id,
+                trials=numbers,
+                error=str(exc),
+            )
+        else:
+            log.exception("trials crashed", job_id=work.job_id, trials=numbers, attempt=attempt)
+        if verdict.settle is not Settle.FAIL:
+            await _settle(delivery, verdict)
+            return []
+        reason = f"gave up after {attempt} attempts: internal error: {type(exc).__name__}: {exc}"
+        try:
+            results = await trials.give_up_trials(work, reason, deps)
+        except Exception:
+            log.exception("could not store the failed trials", job_id=work.job_id)
+            await _settle(delivery, Verdict(Settle.NAK, delay=verdict.delay))
+            return []
+    with contextlib.suppress(Exception):
+        await delivery.ack()
+    return results

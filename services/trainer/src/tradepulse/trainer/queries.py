@@ -1,0 +1,120 @@
+"""Requests the trainer answers: cancel a job, read jobs and trials."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TypeVar
+
+from pydantic import ValidationError
+
+from tradepulse.common.contracts.base import INVALID_REQUEST, UNAVAILABLE, ErrorReply, Message
+from tradepulse.common.contracts.training import (
+    CancelJob,
+    CancelReply,
+    GetJob,
+    JobReply,
+    JobsReply,
+    JobView,
+    ListJobs,
+    ListTrials,
+    TrialsReply,
+    TrialView,
+)
+from tradepulse.trainer.deps import Deps
+from tradepulse.trainer.handlers import publish_terminal
+from tradepulse.trainer.policy import TRANSIENT
+from tradepulse.trainer.ports import StoredTrial
+
+M = TypeVar("M", bound=Message)
+
+
+async def answer(
+    model: type[M], data: bytes, handler: Callable[[M], Awaitable[Message]]
+) -> Message:
+    """The reply to a request: the handler's, or an ErrorReply whose code keeps its kind
+    across the bus (a request that does not decode is invalid; a store or bus away makes the
+    trainer unavailable). An unknown id is not an error: the reply says it was not found."""
+    try:
+        request = model.from_bytes(data)
+    except ValidationError as exc:
+        return ErrorReply(error=f"invalid request: {exc}", code=INVALID_REQUEST)
+    try:
+        return await handler(request)
+    except TRANSIENT as exc:
+        return ErrorReply(error=f"trainer unavailable: {exc}", code=UNAVAILABLE)
+
+
+async def cancel_job(request: CancelJob, deps: Deps) -> CancelReply:
+    """Flag the job and tell its holder; a job nobody holds ends as cancelled at once."""
+    status = await deps.store.request_cancel(request.job_id)
+    if status is None:
+        return CancelReply(job_id=request.job_id, status=None, found=False)
+    await deps.bus.broadcast_cancel(request.job_id)
+    if status == "cancelled":
+        await publish_terminal(request.job_id, deps)
+    return CancelReply(job_id=request.job_id, status=status, found=True)
+
+
+async def get_job(request: GetJob, deps: Deps) -> JobReply:
+    return JobReply(job=await job_view(request.job_id, deps))
+
+
+async def list_jobs(request: ListJobs, deps: Deps) -> JobsReply:
+    total, ids = await deps.store.list_jobs(
+        request.status, request.symbol, request.strategy, request.limit, request.offset
+    )
+    views = [await job_view(job_id, deps) for job_id in ids]
+    return JobsReply(total=total, jobs=[v for v in views if v is not None])
+
+
+async def list_trials(request: ListTrials, deps: Deps) -> TrialsReply:
+    total, trials = await deps.store.list_trials(request.job_id, request.limit, request.offset)
+    return TrialsReply(job_id=request.job_id, total=total, trials=[trial_view(t) for t in trials])
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+async def job_view(job_id: str, deps: Deps) -> JobView | None:
+    job = await deps.store.get_job(job_id)
+    if job is None:
+        return None
+    best = None
+    if job.best_trial is not None:
+        best = (await deps.store.trials_in(job_id, [job.best_trial])).get(job.best_trial)
+    return JobView(
+        job_id=job_id,
+        status=job.status,
+        progress=job.progress,
+        trials_done=job.trials_done,
+        n_iterations=job.n_iterations,
+        request=job.request,
+        best_value=job.best_value,
+        best_trial=job.best_trial,
+        best_params=best.params if best else None,
+        best_metrics=best.metrics if best else None,
+        error=job.error,
+        sampler=job.sampler,
+        sampler_version=job.sampler_version,
+        batch_size=job.batch_size,
+        holder=job.holder,
+        created_at=job.created_at.isoformat(),
+        started_at=_iso(job.started_at),
+        finished_at=_iso(job.finished_at),
+    )
+
+
+def trial_view(t: StoredTrial) -> TrialView:
+    return TrialView(
+        number=t.number,
+        params=t.params,
+        state=t.state,
+        value=t.value,
+        metrics=t.metrics,
+        fingerprint=t.fingerprint,
+        duration_ms=t.duration_ms,
+        replica=t.replica,
+        reason=t.reason,
+    )

@@ -1,0 +1,290 @@
+"""The `JobStore` contract, one suite for every implementation (the optuna storage habit).
+
+A test module subclasses `StoreContract` and gives a `backend` fixture: the in-memory store in
+tests/unit/test_trainer_store.py, both it and PostgreSQL in
+tests/integration/test_trainer_store_contract.py.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tradepulse.common.contracts.market import DatasetKey
+from tradepulse.common.contracts.training import DataWindow, TrainingRequested, TrialCompleted
+from tradepulse.trainer.ports import JobStore
+
+from .trainer_fakes import Clock, MemoryJobStore
+
+BTC = DatasetKey(exchange="binance", symbol="BTC/USDT", timeframe="5m")
+ETH = DatasetKey(exchange="binance", symbol="ETH/USDT", timeframe="5m")
+WINDOW = DataWindow(
+    snapshot="snap-1",
+    content_hash="abc",
+    begin=0,
+    stop=100,
+    trade_from=20,
+    first_ms=1_000,
+    last_ms=2_000,
+)
+
+
+@dataclass
+class Backend:
+    store: JobStore
+    # Make the job's current lease run out, as if its holder died a second ago.
+    expire: Callable[[str], Awaitable[None]]
+    # Let time pass between two writes, so that their timestamps differ.
+    tick: Callable[[], None]
+
+
+def memory_backend() -> Backend:
+    clock = Clock()
+    store = MemoryJobStore(clock)
+
+    async def expire(job_id: str) -> None:
+        store.expire_lease(job_id)
+
+    return Backend(store=store, expire=expire, tick=lambda: clock.advance(0.001))
+
+
+def request(**fields: Any) -> TrainingRequested:
+    defaults: dict[str, Any] = {
+        "job_id": f"job-{uuid.uuid4().hex[:12]}",
+        "dataset": BTC,
+        "lookback_candles": 500,
+        "n_iterations": 10,
+    }
+    return TrainingRequested.model_validate({**defaults, **fields})
+
+
+def trial(job_id: str, number: int, value: float | None, **fields: Any) -> TrialCompleted:
+    base: dict[str, Any] = {
+        "message_id": f"{job_id}.trial.{number}.done",
+        "job_id": job_id,
+        "number": number,
+        "params": {"a": number, "b": 0.5},
+        "state": "complete" if value is not None else "failed",
+        "value": value,
+        "metrics": {"sharpe_ratio": value, "total_trades": 3},
+        "fingerprint": f"fp{number}",
+        "duration_ms": 1.25,
+        "replica": "trainer-1",
+        "reason": None if value is not None else "0 trades, fewer than min_trades 1",
+    }
+    return TrialCompleted.model_validate({**base, **fields})
+
+
+async def running(store: JobStore, job: TrainingRequested, holder: str = "trainer-1") -> None:
+    await store.create_job(job)
+    assert await store.take_job(job.job_id, holder, 15)
+    await store.start_job(
+        job.job_id, sampler="RandomSampler", sampler_version="v", batch_size=4, window=WINDOW
+    )
+
+
+class StoreContract:
+    async def test_a_job_is_created_once_as_queued(self, backend: Backend) -> None:
+        store = backend.store
+        job = request()
+        row = await store.create_job(job)
+        assert (row.job_id, row.status, row.request, row.n_iterations) == (
+            job.job_id,
+            "queued",
+            job,
+            10,
+        )
+        assert (row.holder, row.lease_until, row.data_window, row.batch_size) == (
+            None,
+            None,
+            None,
+            None,
+        )
+        assert not row.cancel_requested
+        again = await store.create_job(job.model_copy(update={"n_iterations": 99}))
+        assert again == row, "a second submission changes nothing"
+        assert await store.get_job(job.job_id) == row
+        assert await store.get_job("job-nope") is None
+
+    async def test_a_lease_is_held_until_it_runs_out_or_is_released(self, backend: Backend) -> None:
+        store = backend.store
+        job = request()
+        await store.create_job(job)
+        assert await store.take_job(job.job_id, "trainer-1", 15)
+        assert await store.take_job(job.job_id, "trainer-1", 15), "its holder may take it again"
+        assert not await store.take_job(job.job_id, "trainer-2", 15)
+        assert await store.held_by_another(job.job_id, "trainer-2")
+        assert not await store.held_by_another(job.job_id, "trainer-1")
+        row = await store.get_job(job.job_id)
+        assert row is not None
+        assert row.holder == "trainer-1"
+        assert row.lease_until is not None
+
+        await backend.expire(job.job_id)
+        assert not await store.held_by_another(job.job_id, "trainer-2"), (
+            "a dead holder holds nothing"
+        )
+        assert await store.take_job(job.job_id, "trainer-2", 15)
+
+        await store.release_lease(job.job_id, "trainer-1")  # not the holder: changes nothing
+        assert await store.held_by_another(job.job_id, "trainer-1")
+        await store.release_lease(job.job_id, "trainer-2")  # shutting down
+        assert not await store.held_by_another(job.job_id, "trainer-1")
+        assert await store.take_job(job.job_id, "trainer-1", 15), "taken over at once"
+
+    async def test_a_renewed_lease_holds_again_and_only_its_holder_renews(
+        self, backend: Backend
+    ) -> None:
+        store = backend.store
+        job = request()
+        await store.create_job(job)
+        assert await store.take_job(job.job_id, "trainer-1", 15)
+        await backend.expire(job.job_id)
+        await store.renew_lease(job.job_id, "trainer-2", 15)
+        assert not await store.held_by_another(job.job_id, "trainer-2")
+        await store.renew_lease(job.job_id, "trainer-1", 15)
+        assert await store.held_by_another(job.job_id, "trainer-2")
+
+    async def test_starting_keeps_the_first_window_and_start(self, backend: Backend) -> None:
+        store = backend.store
+        job = request()
+        await running(store, job)
+        first = await store.get_job(job.job_id)
+        assert first is not None
+        assert (first.status, first.sampler, first.batch_size) == ("running", "RandomSampler", 4)
+        assert first.data_window == WINDOW
+        assert first.started_at is not None
+        backend.tick()
+        other = WINDOW.model_copy(update={"snapshot": "snap-2"})
+        await store.start_job(
+            job.job_id, sampler="RandomSampler", sampler_version="v", batch_size=4, window=other
+        )
+        again = await store.get_job(job.job_id)
+        assert again is not None
+        assert (again.data_window, again.started_at) == (WINDOW, first.started_at)
+
+    async def test_a_trial_is_stored_once_and_read_back_exactly(self, backend: Backend) -> None:
+        store = backend.store
+        job = request()
+        await running(store, job)
+        attrs = {"grid_id": 7, "nested": {"x": [1, 2.5]}}
+        await store.insert_trials(
+            [(trial(job.job_id, 1, 0.1 + 0.2), attrs), (trial(job.job_id, 0, None), {})]
+        )
+        await store.insert_trials([(trial(job.job_id, 1, 5.0, replica="trainer-2"), {})])
+        stored = await store.stored_trials(job.job_id)
+        assert [t.number for t in stored] == [0, 1]
+        one = stored[1]
+        assert one.value == 0.1 + 0.2, "the first stored result stays, bit for bit"
+        assert (one.replica, one.system_attrs, one.params) == (
+            "trainer-1",
+            attrs,
+            {"a": 1, "b": 0.5},
+        )
+        assert one.metrics == {"sharpe_ratio": 0.1 + 0.2, "total_trades": 3}
+        assert stored[0].state == "failed"
+        assert stored[0].reason == "0 trades, fewer than min_trades 1"
+        assert stored[0].value is None
+        assert set(await store.trials_in(job.job_id, [1, 5])) == {1}
+        assert await store.trials_in(job.job_id, []) == {}
+
+    async def test_trials_are_listed_by_number_a_page_at_a_time(self, backend: Backend) -> None:
+        store = backend.store
+        job = request()
+        await running(store, job)
+        await store.insert_trials([(trial(job.job_id, k, float(k)), {}) for k in (3, 0, 2, 1, 4)])
+        total, page = await store.list_trials(job.job_id, 2, 1)
+        assert (total, [t.number for t in page]) == (5, [1, 2])
+        assert await store.list_trials("job-nope", 10, 0) == (0, [])
+
+    async def test_progress_is_recorded_only_while_running(self, backend: Backend) -> None:
+        store = backend.store
+        queued = request()
+        await store.create_job(queued)
+        await store.update_progress(
+            queued.job_id, trials_done=4, progress=40.0, best_trial=1, best_value=2.0
+        )
+        row = await store.get_job(queued.job_id)
+        assert row is not None
+        assert (row.trials_done, row.best_trial) == (0, None)
+
+        job = request()
+        await running(store, job)
+        await store.update_progress(
+            job.job_id, trials_done=4, progress=40.0, best_trial=1, best_value=2.0
+        )
+        row = await store.get_job(job.job_id)
+        assert row is not None
+        assert (row.trials_done, row.progress, row.best_trial, row.best_value) == (4, 40.0, 1, 2.0)
+
+    async def test_a_terminal_status_is_never_overwritten(self, backend: Backend) -> None:
+        store = backend.store
+        job = request()
+        await running(store, job)
+        assert await store.finish(job.job_id, "completed")
+        assert not await store.finish(job.job_id, "failed", error="late")
+        await store.update_progress(
+            job.job_id, trials_done=1, progress=10.0, best_trial=0, best_value=1.0
+        )
+        row = await store.get_job(job.job_id)
+        assert row is not None
+        assert (row.status, row.error, row.progress, row.trials_done) == ("completed", None, 100, 0)
+        assert row.finished_at is not None
+        assert not await store.take_job(job.job_id, "trainer-2", 15), "an ended job is not taken"
+
+        failed = request()
+        await running(store, failed)
+        await store.update_progress(
+            failed.job_id, trials_done=3, progress=30.0, best_trial=None, best_value=None
+        )
+        assert await store.finish(failed.job_id, "failed", error="why")
+        row = await store.get_job(failed.job_id)
+        assert row is not None
+        assert (row.status, row.error, row.progress) == ("failed", "why", 30.0)
+        assert not await store.finish("job-nope", "failed")
+
+    async def test_cancel_ends_a_job_no_live_replica_holds_at_once(self, backend: Backend) -> None:
+        store = backend.store
+        queued = request()
+        await store.create_job(queued)
+        assert await store.request_cancel(queued.job_id) == "cancelled"
+        row = await store.get_job(queued.job_id)
+        assert row is not None
+        assert row.finished_at is not None
+
+        held = request()
+        await running(store, held)
+        assert not await store.cancel_requested(held.job_id)
+        assert await store.request_cancel(held.job_id) == "running", "its holder stops it"
+        assert await store.cancel_requested(held.job_id)
+
+        orphan = request()
+        await running(store, orphan)
+        await backend.expire(orphan.job_id)
+        assert await store.request_cancel(orphan.job_id) == "cancelled", "no live holder"
+        assert not await store.take_job(orphan.job_id, "trainer-2", 15)
+
+        done = request()
+        await running(store, done)
+        await store.finish(done.job_id, "completed")
+        assert await store.request_cancel(done.job_id) == "completed"
+
+        assert await store.request_cancel("job-nope") is None
+        assert not await store.cancel_requested("job-nope")
+
+    async def test_jobs_are_listed_newest_first_and_filtered(self, backend: Backend) -> None:
+        store = backend.store
+        jobs = [request(job_id=f"job-{k}-{uuid.uuid4().hex[:6]}") for k in range(3)]
+        eth = request(dataset=ETH)
+        for job in [*jobs, eth]:
+            await store.create_job(job)
+            backend.tick()
+        await running(store, jobs[0])
+        total, ids = await store.list_jobs(None, None, None, 2, 0)
+        assert (total, ids) == (4, [eth.job_id, jobs[2].job_id])
+        assert await store.list_jobs(None, "ETH/USDT", None, 10, 0) == (1, [eth.job_id])
+        assert await store.list_jobs("running", None, None, 10, 0) == (1, [jobs[0].job_id])
+        assert await store.list_jobs(None, None, "OTHER", 10, 0) == (0, [])
+        assert await store.jobs_by_status() == {"queued": 3, "running": 1}
