@@ -7,6 +7,10 @@ runs, share one NATS server without seeing each other's messages.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
+
+# A namespace (`TP_NAMESPACE`): a lower-case word, safe in subjects and stream names.
+NAMESPACE_PATTERN: Final = r"^[a-z][a-z0-9_]*$"
 
 
 @dataclass(frozen=True)
