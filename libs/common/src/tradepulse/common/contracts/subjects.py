@@ -77,16 +77,8 @@ class Names:
     def trial_completed(self, job_id: str) -> str:
         return f"{self.prefix}.evt.training.trial_completed.{job_id}"
 
-    @property
-    def trial_completed_all(self) -> str:
-        return f"{self.prefix}.evt.training.trial_completed.*"
-
     def job_progress(self, job_id: str) -> str:
         return f"{self.prefix}.evt.training.progress.{job_id}"
-
-    @property
-    def job_progress_all(self) -> str:
-        return f"{self.prefix}.evt.training.progress.*"
 
     @property
     def job_completed(self) -> str:

@@ -20,9 +20,6 @@ from tradepulse.quant.strategies.space import SearchSpace
 Regime = Literal["any", "bull", "bear", "sideways"]
 REGIMES: tuple[Regime, ...] = get_args(Regime)
 
-LONG = 1
-SHORT = -1
-
 
 @dataclass(frozen=True)
 class Signals:
