@@ -18,12 +18,15 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from tests.support.bus import wait_drained
+from tests.support.polling import wait_until
 from tradepulse.common.bus import connect, publish
 from tradepulse.common.contracts.training import (
     DataWindow,
     JobView,
     TrainingRequested,
     TrialSpec,
+    TrialView,
     TrialWork,
 )
 
@@ -129,7 +132,17 @@ async def test_duplicated_messages_store_nothing_twice(
         replay = work_item(job, config.window, TrialSpec(number=3, params=first[3][1]))
         await publish(client.js, client.names.trial_work, replay)
         await client.submit(job.model_copy(update={"message_id": uuid.uuid4().hex}))
-        await asyncio.sleep(2.0)  # give the duplicates time to be (not) applied
+        # Both duplicates handled: every consumer that could apply them has acked them all.
+        n = client.names
+        await wait_drained(
+            client.js,
+            [
+                (n.trials_stream, n.trainer_trials_durable),
+                (n.jobs_stream, n.trainer_intake_durable),
+                (n.jobs_stream, n.trainer_jobs_durable),
+                (n.events_stream, n.registry_jobs_durable),
+            ],
+        )
 
         assert outcome(await client.trials(job.job_id)) == first
         assert (await client.config_for_job(job.job_id)).config_id == config.config_id
@@ -186,15 +199,14 @@ async def test_a_job_resumed_with_every_trial_stored_completes_with_its_best(
             await conn.close()
         await client.submit(job.model_copy(update={"message_id": uuid.uuid4().hex}))
 
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 60
-        while True:
-            view = await client.job(job.job_id)
-            assert view is not None
-            if view.status != "running" and view.best_trial is not None:
-                break
-            assert loop.time() < deadline, view
-            await asyncio.sleep(0.2)
+        view = await wait_until(
+            lambda: client.job(job.job_id),
+            within=60,
+            interval=0.2,
+            message="the job taken over and ended with its best trial",
+            until=lambda v: v is not None and v.status != "running" and v.best_trial is not None,
+        )
+        assert view is not None
         assert view.status == "completed", view.error
         assert (view.best_trial, view.best_value) == (done.best_trial, done.best_value)
         assert (view.trials_done, view.progress) == (48, 100.0)
@@ -227,11 +239,13 @@ async def test_a_work_item_that_crashes_its_evaluation_fails_its_trials_and_noth
             TrialSpec(number=900, params=config.params),
         )
         await publish(client.js, client.names.trial_work, poisoned)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 60
-        while not (failed := [t for t in await client.trials(first.job_id) if t.number == 900]):
-            assert loop.time() < deadline, "the crashing item was never given up"
-            await asyncio.sleep(0.3)
+
+        async def trial_900() -> list[TrialView]:
+            return [t for t in await client.trials(first.job_id) if t.number == 900]
+
+        failed = await wait_until(
+            trial_900, within=60, interval=0.3, message="the crashing item given up"
+        )
         assert failed[0].state == "failed"
         # At least 2 deliveries: on a slow machine the first can outlast the ack wait and be
         # delivered once more meanwhile.

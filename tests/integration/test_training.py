@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.bus import wait_drained
 from tradepulse.common.contracts.training import CancelJob, CancelReply
 
 from .conftest import Env
@@ -41,7 +42,9 @@ async def test_a_job_on_the_shared_btc_data_matches_the_cli_backtest(
 
     assert config.params == view.best_params
     assert config.window.content_hash == ingested.coverage.content_hash
-    assert config.status == ("CANDIDATE" if config.metrics["total_trades"] >= 30 else "DISCOVERY")
+    trades = config.metrics["total_trades"]
+    assert isinstance(trades, int)
+    assert config.status == ("CANDIDATE" if trades >= 30 else "DISCOVERY")
     cli = await asyncio.create_subprocess_exec(
         str(TRADEPULSE),
         "backtest",
@@ -167,7 +170,10 @@ async def test_cancel_stops_a_running_job_within_a_second(
         assert view.status == "cancelled"
         assert took < 1.5, f"cancel took {took:.2f} s"
         stored = len(await client.trials(job.job_id))
-        await asyncio.sleep(1.0)
+        # Once the trials queue is drained every item sent before the cancel has been either
+        # dropped or stored: the count is final.
+        n = client.names
+        await wait_drained(client.js, [(n.trials_stream, n.trainer_trials_durable)])
         assert len(await client.trials(job.job_id)) <= stored + 16, "trials must stop"
 
 
