@@ -30,7 +30,7 @@ async def get_gateway(request: Request) -> Gateway:
 async def api_key(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
 ) -> str:
-    """The id of the caller's key (a digest prefix, safe to log)."""
+    """The name of the caller's key (see auth: safe to log, the actor of what it asks for)."""
     checked = request.scope.get("state", {}).get("api_key")
     if isinstance(checked, str):
         return checked

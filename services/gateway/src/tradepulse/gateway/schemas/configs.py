@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Annotated
 
-from tradepulse.common.contracts.registry import ConfigStatus, ConfigView
-from tradepulse.gateway.schemas.common import iso_ms
+from pydantic import BaseModel, BeforeValidator, Field, StringConstraints
+
+from tradepulse.common.contracts.registry import (
+    REASON_MAX_CHARS,
+    REASON_MIN_CHARS,
+    REGISTRY_ACTOR,
+    ConfigStatus,
+    ConfigView,
+    StatusRefusal,
+)
+from tradepulse.gateway.schemas.common import Body, iso_ms
 
 
 class StatusChangeOut(BaseModel):
@@ -13,6 +22,53 @@ class StatusChangeOut(BaseModel):
     to_status: ConfigStatus
     reason: str
     at: str
+    actor: str = Field(
+        description=f"who asked: `{REGISTRY_ACTOR}` for automatic changes, else the name of "
+        "the API key (a key configured without a name: the first 8 hex digits of its sha256)"
+    )
+
+
+def _status_name(value: object) -> object:
+    return value.strip().upper() if isinstance(value, str) else value
+
+
+class StatusBody(Body):
+    """An operator's status change; the registry's transition table decides."""
+
+    status: Annotated[ConfigStatus, BeforeValidator(_status_name)] = Field(
+        description="the status to take (any case)", examples=["LIVE"]
+    )
+    reason: Annotated[
+        str,
+        StringConstraints(
+            strip_whitespace=True, min_length=REASON_MIN_CHARS, max_length=REASON_MAX_CHARS
+        ),
+    ] = Field(
+        description=f"why, kept in the history ({REASON_MIN_CHARS}..{REASON_MAX_CHARS} "
+        "characters once surrounding whitespace is dropped)",
+        examples=["three months of paper trading within the backtest's drawdown"],
+    )
+
+
+class StatusChangedOut(BaseModel):
+    config_id: str
+    status: ConfigStatus = Field(description="the configuration's status now")
+    changed: bool = Field(
+        description="false when it already had this status: a repeated request changes nothing"
+    )
+    detail: str
+    allowed: list[ConfigStatus] = Field(description="the statuses it may go to from here")
+    actor: str = Field(description="the name of the caller's key, the actor of the change")
+
+
+class StatusRefusedOut(BaseModel):
+    """The 409 of a status change: the table forbids it, or another change committed first."""
+
+    detail: str
+    request_id: str
+    refused: StatusRefusal
+    status: ConfigStatus = Field(description="the configuration's status now")
+    allowed: list[ConfigStatus] = Field(description="the statuses it may go to from `status`")
 
 
 class Lineage(BaseModel):
