@@ -30,7 +30,7 @@ from tradepulse.common.contracts.training import (
     TrialWork,
 )
 
-from ..integration.conftest import Env
+from ..integration.conftest import Env, SystemWithCandles
 from ..integration.flows import Client, excerpt, outcome, running_system, training_request
 
 pytestmark = pytest.mark.usefixtures("quick_redelivery")
@@ -107,16 +107,10 @@ async def test_killing_the_replica_holding_a_job_changes_nothing(
 
 
 async def test_duplicated_messages_store_nothing_twice(
-    env: Env, tmp_path: Path, shared_candles_path: Path
+    system_with_candles: SystemWithCandles, env: Env
 ) -> None:
-    data = excerpt(shared_candles_path, 8_000, tmp_path / "btc.csv")
-    async with (
-        running_system(
-            tmp_path, env.names, trainers=2, nats_url=env.nats_url, database_url=env.database_url
-        ),
-        Client.connect(env.nats_url, env.names) as client,
-    ):
-        await client.ingest_file(data)
+    async with system_with_candles(rows=8_000, trainers=2) as running:
+        client = running.client
         job = request(optimizer="random", n_iterations=48)
         # The same job twice as two distinct messages (not a JetStream duplicate): a client
         # retrying after a lost reply.
@@ -167,19 +161,13 @@ async def test_duplicated_messages_store_nothing_twice(
 
 
 async def test_a_job_resumed_with_every_trial_stored_completes_with_its_best(
-    env: Env, tmp_path: Path, shared_candles_path: Path
+    system_with_candles: SystemWithCandles, env: Env
 ) -> None:
     """The holder died after the workers had stored every trial but before it told the last
     batch: the replica that takes the job over has nothing left to run, and must still record
     the best trial and the count before it completes the job."""
-    data = excerpt(shared_candles_path, 8_000, tmp_path / "btc.csv")
-    async with (
-        running_system(
-            tmp_path, env.names, trainers=1, nats_url=env.nats_url, database_url=env.database_url
-        ),
-        Client.connect(env.nats_url, env.names) as client,
-    ):
-        await client.ingest_file(data)
+    async with system_with_candles(rows=8_000, trainers=1) as running:
+        client = running.client
         job = request(optimizer="random", n_iterations=48)
         await client.submit(job)
         done = await client.wait_job(job.job_id)
@@ -214,20 +202,14 @@ async def test_a_job_resumed_with_every_trial_stored_completes_with_its_best(
 
 
 async def test_a_work_item_that_crashes_its_evaluation_fails_its_trials_and_nothing_else(
-    env: Env, tmp_path: Path, shared_candles_path: Path, monkeypatch: pytest.MonkeyPatch
+    system_with_candles: SystemWithCandles, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An exception the trainer does not expect (here an IndexError from a window outside the
     snapshot) must not end the replica's trial loop: the item is retried, then its trials are
     stored as failed with the reason, and the replica goes on with other work."""
     monkeypatch.setenv("TRAINER_TRIAL_MAX_DELIVER", "2")
-    data = excerpt(shared_candles_path, 8_000, tmp_path / "btc.csv")
-    async with (
-        running_system(
-            tmp_path, env.names, trainers=1, nats_url=env.nats_url, database_url=env.database_url
-        ),
-        Client.connect(env.nats_url, env.names) as client,
-    ):
-        await client.ingest_file(data)
+    async with system_with_candles(rows=8_000, trainers=1) as running:
+        client = running.client
         first = request(optimizer="random", n_iterations=16)
         await client.submit(first)
         assert (await client.wait_job(first.job_id)).status == "completed"
