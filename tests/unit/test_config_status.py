@@ -78,6 +78,7 @@ def test_a_key_containing_equals_is_given_a_name() -> None:
         (f"x,={ALICE_KEY}", "entry 2 is not `name=key`"),
         ("alice=", "entry 1 is not `name=key`"),
         (f"{ALICE_KEY}/+==", "a key containing '=' must be given a name"),
+        ("QUJD==", "a key containing '=' must be given a name"),
         (f"registry={ALICE_KEY}", "names the registry's own status changes"),
         (f"alice={ALICE_KEY},bob={ALICE_KEY}", "entry 2 repeats an earlier key"),
         (f"alice={ALICE_KEY},alice=other", "the name 'alice' is taken"),

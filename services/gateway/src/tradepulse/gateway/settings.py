@@ -24,9 +24,10 @@ def parse_keys(value: str) -> tuple[NamedKey, ...]:
     """TRADEPULSE_API_KEYS: comma-separated entries, each `key` or `name=key`.
 
     An entry holding `=` is always `name=key` (split at the first `=`), so a key that contains
-    `=` must be given a name. Names are letters, digits and `._@-` (at most 64, not starting
-    with a sign) and unique, unnamed keys included; `registry` is the registry's own name for
-    its automatic changes and may not be taken. The messages never repeat a key.
+    `=` must be given a name (`abc==` is refused, not read as the key `=` named `abc`). Names
+    are letters, digits and `._@-` (at most 64, not starting with a sign) and unique, unnamed
+    keys included; `registry` is the registry's own name for its automatic changes and may not
+    be taken. The messages never repeat a key.
     """
     keys: list[NamedKey] = []
     for position, entry in enumerate((e.strip() for e in value.split(",")), start=1):
@@ -36,7 +37,7 @@ def parse_keys(value: str) -> tuple[NamedKey, ...]:
         if not equals:
             key = entry
             name = unnamed(key_hash(key))
-        elif not KEY_NAME.match(name) or not key:
+        elif not KEY_NAME.match(name) or not key or key.startswith("="):
             raise ValueError(
                 f"TRADEPULSE_API_KEYS entry {position} is not `name=key`: a name is letters, "
                 "digits and ._@- (up to 64), a key follows the first '='; a key containing "
