@@ -27,6 +27,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js.errors import ObjectNotFoundError
 from prometheus_client import CollectorRegistry
 
+from tests.support.polling import wait_until
 from tradepulse.common.bus import connect, publish
 from tradepulse.common.contracts.base import ErrorReply
 from tradepulse.common.contracts.market import (
@@ -157,17 +158,17 @@ async def db(env: Env) -> AsyncIterator[asyncpg.Connection]:
 
 async def _wait_ready(nc: NatsClient, names: Names, replica: str, within_s: float = 60.0) -> None:
     """Until the replica answers its ping with its name."""
-    deadline = asyncio.get_running_loop().time() + within_s
-    while True:
+
+    async def answer() -> bytes | None:
         try:
-            reply = await nc.request(names.ping("ingest"), b"", timeout=0.5)
+            return (await nc.request(names.ping("ingest"), b"", timeout=0.5)).data
         except Exception:  # no responder yet, or a timeout: the service is still starting
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.1)
-        else:
-            assert reply.data == replica.encode()
-            return
+            return None
+
+    assert (
+        await wait_until(answer, within=within_s, message="ingest to answer ping")
+        == replica.encode()
+    )
 
 
 @pytest.fixture

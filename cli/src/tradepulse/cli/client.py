@@ -261,6 +261,14 @@ class Gateway:
         path = f"{API}/configs/{_segment(config_id)}"
         return _object(await self.request("GET", path, what=f"configuration {config_id}"))
 
+    async def change_status(self, config_id: str, status: str, reason: str) -> dict[str, Any]:
+        """Ask for the configuration to take `status`; a refusal (409) names what is allowed."""
+        path = f"{API}/configs/{_segment(config_id)}/status"
+        body = {"status": status, "reason": reason}
+        return _object(
+            await self.request("POST", path, json_body=body, what=f"configuration {config_id}")
+        )
+
     async def ingest(self, payload: Mapping[str, Any], wait_s: float | None = None) -> Any:
         return await self.request("POST", f"{API}/data/ingest", json_body=payload, wait_s=wait_s)
 

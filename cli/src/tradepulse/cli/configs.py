@@ -9,6 +9,7 @@ from typing import Any
 
 from tradepulse.cli import render
 from tradepulse.cli.client import add_connection_options, client_for
+from tradepulse.cli.status import history_line
 
 
 def add_parsers(sub: Any) -> None:
@@ -91,11 +92,7 @@ async def _config(args: argparse.Namespace) -> int:
         print("history", file=out)
         for change in history:
             if isinstance(change, dict):
-                print(
-                    f"  {str(change.get('at', ''))[:19]}  {change.get('from_status') or '-'} -> "
-                    f"{change.get('to_status')}  {change.get('reason') or ''}".rstrip(),
-                    file=out,
-                )
+                print(f"  {history_line(change)}", file=out)
     return 0
 
 

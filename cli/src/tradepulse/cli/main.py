@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from tradepulse.cli import backtest, configs, data, demo, training, up
+from tradepulse.cli import backtest, configs, data, demo, status, training, up
 from tradepulse.cli.errors import UserError
 
 EXIT_USAGE = 2
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_parser(sub)
     training.add_parsers(sub)
     configs.add_parsers(sub)
+    status.add_parsers(sub)
     data.add_parser(sub)
     return parser
 

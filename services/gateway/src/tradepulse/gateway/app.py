@@ -29,7 +29,7 @@ from tradepulse.gateway.auth import ApiKeys
 from tradepulse.gateway.backend import Backend, decode
 from tradepulse.gateway.metrics import GatewayMetrics
 from tradepulse.gateway.middleware import GatewayMiddleware
-from tradepulse.gateway.routes import configs, data, health, strategies, training
+from tradepulse.gateway.routes import config_status, configs, data, health, strategies, training
 from tradepulse.gateway.settings import ConfigurationError, GatewaySettings, check_startable
 from tradepulse.gateway.state import Gateway
 from tradepulse.gateway.tracking import RecentJobs
@@ -59,7 +59,7 @@ def version() -> str:
 def create_app(settings: GatewaySettings) -> FastAPI:
     check_startable(settings)
     metrics = GatewayMetrics()
-    keys = ApiKeys(settings.api_key_hashes)
+    keys = ApiKeys(settings.api_keys)
     backend = Backend(settings, metrics)
     gw = Gateway(
         settings=settings,
@@ -102,7 +102,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         log.info(
             "started",
             namespace=names.prefix,
-            keys=len(settings.api_key_hashes),
+            keys=[k.name for k in settings.api_keys],
             open_reads=settings.open_reads,
             metrics_port=port,
         )
@@ -120,7 +120,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     )
     app.state.gateway = gw
     errors.install(app)
-    for module in (training, configs, data, strategies, health):
+    for module in (training, configs, config_status, data, strategies, health):
         app.include_router(module.router)
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -8,7 +8,6 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from tradepulse.gateway.auth import AuthFailure
-from tradepulse.gateway.backend import Backend
 from tradepulse.gateway.errors import ApiError
 from tradepulse.gateway.state import Gateway
 
@@ -28,15 +27,10 @@ async def get_gateway(request: Request) -> Gateway:
     return gateway
 
 
-async def get_backend(request: Request) -> Backend:
-    gateway: Gateway = request.app.state.gateway
-    return gateway.backend
-
-
 async def api_key(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
 ) -> str:
-    """The id of the caller's key (a digest prefix, safe to log)."""
+    """The name of the caller's key (see auth: safe to log, the actor of what it asks for)."""
     checked = request.scope.get("state", {}).get("api_key")
     if isinstance(checked, str):
         return checked
@@ -58,6 +52,5 @@ async def read_key(
 
 
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
-NatsDep = Annotated[Backend, Depends(get_backend)]
 ApiKeyDep = Annotated[str, Depends(api_key)]
 ReadKeyDep = Annotated[str | None, Depends(read_key)]

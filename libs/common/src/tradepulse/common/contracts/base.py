@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Final, Self
+from typing import Any, ClassVar, Final, Literal, Self, get_args
 from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# The kinds of `ErrorReply.code`: what the caller may do about the failure.
+# An id users may name in a path (jobs, configurations): safe in a URL and a NATS subject.
+ID_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$"
+
+# ErrorReply.code: whose fault a refused request was, kept across the bus so that the gateway
+# answers as the service meant it (422, 404 or 503).
 INVALID_REQUEST: Final = "invalid_request"
-"""The request itself is wrong (a field out of bounds, an impossible combination): do not retry."""
 NOT_FOUND: Final = "not_found"
-"""The named job, configuration or dataset does not exist."""
 UNAVAILABLE: Final = "unavailable"
-"""The service could not answer now (database or NATS away, or a fault): try again later."""
 
 
 def new_id() -> str:
@@ -54,9 +55,13 @@ class Message(Contract):
             )
 
 
+ErrorCode = Literal["invalid_request", "not_found", "unavailable"]
+ERROR_CODES: tuple[ErrorCode, ...] = get_args(ErrorCode)
+
+
 class ErrorReply(Message):
-    """The answer to a request that could not be served; `code` (INVALID_REQUEST, NOT_FOUND or
-    UNAVAILABLE) says whose fault it was, so that it survives the bus (e.g. as 422/404/503)."""
+    """The answer to a request that could not be served; `code` (one of ERROR_CODES) says
+    whose fault it was: the request's, a thing that does not exist, or the service's."""
 
     error: str
-    code: str = INVALID_REQUEST
+    code: ErrorCode = INVALID_REQUEST

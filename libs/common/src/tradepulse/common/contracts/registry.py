@@ -16,6 +16,8 @@ from tradepulse.common.contracts.training import (
 )
 
 ConfigStatus = Literal["DISCOVERY", "CANDIDATE", "PAPER", "LIVE", "RETIRED"]
+# What a list of configurations can be ordered by: two metrics, the trade count, the age.
+ConfigSort = Literal["sharpe_ratio", "net_profit", "total_trades", "created_at"]
 
 # Who made an automatic change (a configuration's birth, a rule of the lifecycle).
 REGISTRY_ACTOR = "registry"
@@ -115,7 +117,7 @@ class ListConfigs(Message):
     min_trades: int | None = None
     symbol: str | None = None
     strategy: str | None = None
-    sort: Literal["sharpe_ratio", "net_profit", "total_trades", "created_at"] = "created_at"
+    sort: ConfigSort = "created_at"
     descending: bool = True
     limit: int = Field(default=50, ge=1, le=1000)
     offset: int = Field(default=0, ge=0)

@@ -7,8 +7,10 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
+from tradepulse.common.contracts.base import ID_PATTERN
 from tradepulse.common.contracts.registry import (
     ConfigReply,
+    ConfigSort,
     ConfigsReply,
     ConfigStatus,
     ConfigView,
@@ -18,14 +20,14 @@ from tradepulse.common.contracts.registry import (
 from tradepulse.gateway.deps import GatewayDep, ReadKeyDep
 from tradepulse.gateway.errors import ERRORS, NotFoundError
 from tradepulse.gateway.paging import fetch_pages
-from tradepulse.gateway.schemas import ConfigOut, ConfigsPage, StrategyName, Symbol, config_out
+from tradepulse.gateway.schemas.common import StrategyName, Symbol
+from tradepulse.gateway.schemas.configs import ConfigOut, ConfigsPage, config_out
 
 router = APIRouter(prefix="/api/v2/configs", tags=["configurations"])
 
-CONFIG_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+CONFIG_ID = re.compile(ID_PATTERN)
 # Per NATS request: a reply must stay under the 1 MB message limit.
 CONFIGS_PER_REQUEST = 200
-SortKey = Literal["sharpe_ratio", "net_profit", "total_trades", "created_at"]
 
 
 @router.get("", response_model=ConfigsPage, summary="Configurations", responses=ERRORS)
@@ -37,7 +39,7 @@ async def list_configs(
     min_trades: Annotated[int | None, Query(ge=0, le=1_000_000_000)] = None,
     symbol: Annotated[Symbol | None, Query()] = None,
     strategy: Annotated[StrategyName | None, Query()] = None,
-    sort: SortKey = "created_at",
+    sort: ConfigSort = "created_at",
     order: Literal["asc", "desc"] = "desc",
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import get_args
-
 from fastapi import APIRouter
 
-from tradepulse.common.contracts.training import Optimizer
+from tradepulse.common.contracts.training import OPTIMIZERS
 from tradepulse.gateway.deps import ReadKeyDep
 from tradepulse.gateway.errors import ERRORS
-from tradepulse.gateway.schemas import ParamOut, StrategiesOut, StrategyOut
+from tradepulse.gateway.schemas.system import ParamOut, StrategiesOut, StrategyOut
 from tradepulse.quant import METRIC_NAMES, OBJECTIVES, REGIMES, STRATEGIES, get_strategy
 
 router = APIRouter(prefix="/api/v2", tags=["strategies"])
@@ -30,7 +28,7 @@ async def strategies(_: ReadKeyDep) -> StrategiesOut:
             )
             for name in sorted(STRATEGIES)
         ],
-        optimizers=list(get_args(Optimizer)),
+        optimizers=list(OPTIMIZERS),
         objectives=list(OBJECTIVES),
         regimes=list(REGIMES),
         metrics=list(METRIC_NAMES),
