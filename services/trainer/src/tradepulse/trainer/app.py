@@ -31,9 +31,9 @@ from tradepulse.common.contracts.training import CancelJob, GetJob, JobStatus, L
 from tradepulse.common.db import apply_migrations, create_pool
 from tradepulse.common.logging import get_logger
 from tradepulse.common.metrics import serve_metrics
-from tradepulse.quant import Candles, LiquiditySweep, last_window, run_backtest
+from tradepulse.quant import Candles, LiquiditySweep, code_version, last_window, run_backtest
 from tradepulse.trainer import deliveries, queries
-from tradepulse.trainer.deps import Deps, code_version
+from tradepulse.trainer.deps import Deps
 from tradepulse.trainer.errors import SnapshotMissingError
 from tradepulse.trainer.evaluate import DatasetCache
 from tradepulse.trainer.nats_bus import JetStreamDelivery, NatsBus

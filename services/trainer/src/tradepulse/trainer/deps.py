@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 from dataclasses import dataclass, field
-from importlib import resources
-from typing import Any
 
 from tradepulse.trainer.cancels import CancelRegistry
 from tradepulse.trainer.evaluate import DatasetCache
@@ -14,23 +10,6 @@ from tradepulse.trainer.metrics import TrainerMetrics
 from tradepulse.trainer.policy import RetryPolicy
 from tradepulse.trainer.ports import Bus, JobStore
 from tradepulse.trainer.settings import TrainerSettings
-
-
-def code_version() -> str:
-    """The quant core's version plus a hash of its sources: any change to the rules shows."""
-    digest = hashlib.sha256()
-    root = resources.files("tradepulse.quant")
-
-    def walk(node: Any, prefix: str) -> None:
-        for entry in sorted(node.iterdir(), key=lambda e: e.name):
-            if entry.is_dir() and entry.name != "__pycache__":
-                walk(entry, f"{prefix}{entry.name}/")
-            elif entry.name.endswith(".py"):
-                digest.update(f"{prefix}{entry.name}".encode())
-                digest.update(entry.read_bytes())
-
-    walk(root, "")
-    return f"tradepulse-quant {importlib.metadata.version('tradepulse-quant')}+{digest.hexdigest()[:12]}"
 
 
 @dataclass
