@@ -23,10 +23,11 @@ import httpx
 import pytest
 import yaml
 
-from tests.e2e.conftest import PREDECESSOR_PAYLOAD, free_port, tail, upload_candles, wait_job
+from tests.e2e.conftest import free_port, tail, upload_candles, wait_job
 from tests.integration.conftest import Env
 from tests.integration.flows import excerpt, running_system
 from tests.integration.test_deploy_files import DASHBOARDS, DEPLOY
+from tradepulse.common.contracts.training import PREDECESSOR_PAYLOAD
 
 pytestmark = pytest.mark.integration
 

@@ -18,6 +18,7 @@ from typing import get_args
 import asyncpg
 import pytest
 
+from tests.support.polling import wait_until
 from tradepulse.common.contracts.registry import (
     ChangeStatus,
     ChangeStatusReply,
@@ -36,7 +37,6 @@ from .test_registry import (
     registry_deps,
     running_registry,
     unsent,
-    until,
 )
 
 pytestmark = pytest.mark.integration
@@ -225,7 +225,7 @@ async def test_operators_change_statuses_through_the_service_and_each_change_is_
     config_id = config_id_for(event.job_id)
     async with running_registry(env, tmp_path / "registry.log") as c:
         await c.publish_job(event)
-        await until(lambda: c.config(event.job_id), "the configuration")
+        await wait_until(lambda: c.config(event.job_id), within=30.0, message="the configuration")
 
         async def status(target: ConfigStatus, reason: str) -> ChangeStatusReply:
             return ChangeStatusReply.from_bytes(
@@ -287,8 +287,10 @@ async def test_operators_change_statuses_through_the_service_and_each_change_is_
             found = await c.promotions()
             return found if len(found) >= 4 else []
 
-        await until(all_announced, "four ConfigPromoted events")
-        await until(lambda: unsent_is_empty(env.database_url), "the outbox to drain")
+        await wait_until(all_announced, within=30.0, message="four ConfigPromoted events")
+        await wait_until(
+            lambda: unsent_is_empty(env.database_url), within=30.0, message="the outbox to drain"
+        )
         announced = await c.promotions()
         assert [msg_id for msg_id, _ in announced] == [f"{config_id}.{i}" for i in (1, 2, 3, 4)]
         for (msg_id, promoted), entry in zip(announced, config.history, strict=True):

@@ -29,13 +29,14 @@ from tradepulse.common.contracts.training import (
     JobView,
 )
 from tradepulse.gateway.app import create_app
+from tradepulse.gateway.auth import key_hash
 from tradepulse.gateway.backend import Backend
 from tradepulse.gateway.errors import InvalidInputError, NotFoundError, UnavailableError
 from tradepulse.gateway.live import MISSING_POLLS, JobStream
 from tradepulse.gateway.paging import fetch_pages
 from tradepulse.gateway.routes.training import list_jobs
 from tradepulse.gateway.schemas.training import EnsembleBody, TrainingBody, queued_view
-from tradepulse.gateway.settings import ConfigurationError, GatewaySettings, key_hash
+from tradepulse.gateway.settings import ConfigurationError, GatewaySettings
 from tradepulse.gateway.tracking import RecentJobs
 from tradepulse.quant import OBJECTIVES, REGIMES, SETTING_BOUNDS
 
