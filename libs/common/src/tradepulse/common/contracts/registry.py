@@ -13,6 +13,7 @@ from tradepulse.common.contracts.training import (
     DataWindow,
     MetricValues,
     ParamValues,
+    ValidationReport,
 )
 
 ConfigStatus = Literal["DISCOVERY", "CANDIDATE", "PAPER", "LIVE", "RETIRED"]
@@ -56,15 +57,20 @@ class ConfigView(Contract):
     code_version: str
     created_at: str
     history: list[StatusChange] = Field(default_factory=list)
+    validation: ValidationReport | None = None
 
 
 class ListConfigs(Message):
     status: ConfigStatus | None = None
     min_sharpe: float | None = None
     min_trades: int | None = None
+    min_dsr: float | None = Field(default=None, allow_inf_nan=False)
+    max_pbo: float | None = Field(default=None, allow_inf_nan=False)
     symbol: str | None = None
     strategy: str | None = None
-    sort: Literal["sharpe_ratio", "net_profit", "total_trades", "created_at"] = "created_at"
+    sort: Literal["sharpe_ratio", "net_profit", "total_trades", "created_at", "dsr", "pbo"] = (
+        "created_at"
+    )
     descending: bool = True
     limit: int = Field(default=50, ge=1, le=1000)
     offset: int = Field(default=0, ge=0)
