@@ -24,7 +24,7 @@ from tradepulse.gateway.errors import UnavailableError
 from tradepulse.gateway.live import MISSING_POLLS, JobStream
 from tradepulse.gateway.paging import fetch_pages
 from tradepulse.gateway.routes.training import list_jobs
-from tradepulse.gateway.schemas import EnsembleBody, TrainingBody, queued_view
+from tradepulse.gateway.schemas.training import EnsembleBody, TrainingBody, queued_view
 from tradepulse.gateway.settings import ConfigurationError, GatewaySettings, key_hash
 from tradepulse.gateway.tracking import RecentJobs
 

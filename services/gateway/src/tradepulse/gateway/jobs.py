@@ -29,7 +29,8 @@ from tradepulse.gateway.errors import (
     NotFoundError,
     UnavailableError,
 )
-from tradepulse.gateway.schemas import TrainingBody, iso_ms, queued_view, to_ms
+from tradepulse.gateway.schemas.common import iso_ms, to_ms
+from tradepulse.gateway.schemas.training import TrainingBody, queued_view
 from tradepulse.gateway.state import Gateway
 from tradepulse.quant import parse_timeframe
 

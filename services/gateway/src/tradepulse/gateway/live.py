@@ -31,7 +31,7 @@ from tradepulse.common.logging import get_logger
 from tradepulse.gateway.backend import decode, unsubscribe_all
 from tradepulse.gateway.errors import ApiError
 from tradepulse.gateway.jobs import config_id_of, find_job
-from tradepulse.gateway.schemas import BestSoFar, job_out
+from tradepulse.gateway.schemas.training import BestSoFar, job_out
 from tradepulse.gateway.state import Gateway
 
 QUEUE_SIZE = 256

@@ -18,7 +18,8 @@ from tradepulse.common.contracts.registry import (
 from tradepulse.gateway.deps import GatewayDep, ReadKeyDep
 from tradepulse.gateway.errors import ERRORS, NotFoundError
 from tradepulse.gateway.paging import fetch_pages
-from tradepulse.gateway.schemas import ConfigOut, ConfigsPage, StrategyName, Symbol, config_out
+from tradepulse.gateway.schemas.common import StrategyName, Symbol
+from tradepulse.gateway.schemas.configs import ConfigOut, ConfigsPage, config_out
 
 router = APIRouter(prefix="/api/v2/configs", tags=["configurations"])
 

@@ -37,16 +37,8 @@ from tradepulse.gateway.errors import (
     NotFoundError,
     UnavailableError,
 )
-from tradepulse.gateway.schemas import (
-    CoverageOut,
-    ExchangeName,
-    IngestBody,
-    IngestOut,
-    Symbol,
-    Timeframe,
-    dataset_out,
-    to_ms,
-)
+from tradepulse.gateway.schemas.common import ExchangeName, Symbol, Timeframe, to_ms
+from tradepulse.gateway.schemas.data import CoverageOut, IngestBody, IngestOut, dataset_out
 from tradepulse.gateway.state import Gateway
 from tradepulse.gateway.tracking import IngestEntry
 

@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tradepulse.gateway.backend import SERVICES
 from tradepulse.gateway.deps import GatewayDep
-from tradepulse.gateway.schemas import HealthOut, ReadyOut
+from tradepulse.gateway.schemas.system import HealthOut, ReadyOut
 
 router = APIRouter(tags=["operations"])
 

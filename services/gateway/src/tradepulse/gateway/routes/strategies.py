@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from tradepulse.common.contracts.training import Optimizer
 from tradepulse.gateway.deps import ReadKeyDep
 from tradepulse.gateway.errors import ERRORS
-from tradepulse.gateway.schemas import ParamOut, StrategiesOut, StrategyOut
+from tradepulse.gateway.schemas.system import ParamOut, StrategiesOut, StrategyOut
 from tradepulse.quant import METRIC_NAMES, OBJECTIVES, REGIMES, STRATEGIES, get_strategy
 
 router = APIRouter(prefix="/api/v2", tags=["strategies"])

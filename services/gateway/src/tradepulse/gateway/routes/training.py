@@ -23,15 +23,14 @@ from tradepulse.gateway.deps import ApiKeyDep, GatewayDep, ReadKeyDep
 from tradepulse.gateway.errors import ERRORS, NotFoundError
 from tradepulse.gateway.live import JobStream
 from tradepulse.gateway.paging import fetch_pages
-from tradepulse.gateway.schemas import (
+from tradepulse.gateway.schemas.common import StrategyName, Symbol
+from tradepulse.gateway.schemas.training import (
     CancelOut,
     EnsembleAccepted,
     EnsembleBody,
     JobAccepted,
     JobOut,
     JobsPage,
-    StrategyName,
-    Symbol,
     TrainingBody,
     TrialsPage,
     job_out,

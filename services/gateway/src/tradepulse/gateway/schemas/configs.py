@@ -1,0 +1,93 @@
+"""Configurations as users see them: parameters, metrics, lineage and status history."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from tradepulse.common.contracts.registry import ConfigStatus, ConfigView
+from tradepulse.gateway.schemas.common import iso_ms
+
+
+class StatusChangeOut(BaseModel):
+    from_status: ConfigStatus | None
+    to_status: ConfigStatus
+    reason: str
+    at: str
+
+
+class Lineage(BaseModel):
+    """Where a configuration comes from: enough to train it again and check the result."""
+
+    job_id: str
+    seed: int
+    optimizer: str
+    objective: str
+    regime: str
+    sampler: str
+    sampler_version: str
+    code_version: str
+    exchange: str
+    symbol: str
+    timeframe: str
+    content_hash: str = Field(description="the candles' content hash")
+    first: str = Field(description="open time of the first traded candle")
+    last: str
+    settings: dict[str, float]
+
+
+class ConfigOut(BaseModel):
+    config_id: str
+    job_id: str
+    status: ConfigStatus
+    strategy: str
+    exchange: str
+    symbol: str
+    timeframe: str
+    params: dict[str, float | int]
+    metrics: dict[str, float | int | None]
+    fingerprint: str
+    created_at: str
+    lineage: Lineage
+    history: list[StatusChangeOut]
+
+
+def config_out(view: ConfigView) -> ConfigOut:
+    dataset = view.dataset
+    return ConfigOut(
+        config_id=view.config_id,
+        job_id=view.job_id,
+        status=view.status,
+        strategy=view.strategy,
+        exchange=dataset.exchange,
+        symbol=dataset.symbol,
+        timeframe=dataset.timeframe,
+        params=view.params,
+        metrics=view.metrics,
+        fingerprint=view.fingerprint,
+        created_at=view.created_at,
+        lineage=Lineage(
+            job_id=view.job_id,
+            seed=view.seed,
+            optimizer=view.optimizer,
+            objective=view.objective,
+            regime=view.regime,
+            sampler=view.sampler,
+            sampler_version=view.sampler_version,
+            code_version=view.code_version,
+            exchange=dataset.exchange,
+            symbol=dataset.symbol,
+            timeframe=dataset.timeframe,
+            content_hash=view.window.content_hash,
+            first=iso_ms(view.window.first_ms),
+            last=iso_ms(view.window.last_ms),
+            settings=view.settings.model_dump(),
+        ),
+        history=[StatusChangeOut(**h.model_dump()) for h in view.history],
+    )
+
+
+class ConfigsPage(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[ConfigOut]

@@ -1,0 +1,308 @@
+"""Training requests as users send them, and jobs and trials as they see them, with the
+conversions to and from the bus contracts."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tradepulse.common.contracts.market import DatasetKey
+from tradepulse.common.contracts.training import (
+    BacktestSettingsModel,
+    JobStatus,
+    JobView,
+    Objective,
+    Optimizer,
+    RegimeName,
+    TrainingRequested,
+    TrialView,
+)
+from tradepulse.gateway.schemas.common import (
+    MAX_SEED,
+    Body,
+    ExchangeName,
+    Moment,
+    Seed,
+    StrategyName,
+    StrictInt,
+    Symbol,
+    Timeframe,
+    iso_ms,
+    to_ms,
+)
+
+MAX_SEEDS = 100
+
+PREDECESSOR_EXAMPLE: dict[str, Any] = {
+    "strategy": "LIQUIDITY_SWEEP",
+    "symbol": "BTC/USDT",
+    "exchange": "binanceus",
+    "timeframe": "5m",
+    "regime": "sideways",
+    "optimizer": "random",
+    "n_iterations": 20,
+    "lookback_candles": 1000,
+    "seed": 12345,
+}
+
+
+class BacktestSettingsBody(Body):
+    initial_capital: float = Field(default=10000.0, gt=0, le=1e15, allow_inf_nan=False)
+    fee_rate: float = Field(default=0.001, ge=0, lt=1, allow_inf_nan=False)
+    slippage: float = Field(default=0.0005, ge=0, lt=1, allow_inf_nan=False)
+    risk_per_trade: float = Field(default=0.01, gt=0, le=1, allow_inf_nan=False)
+    max_leverage: float = Field(default=3.0, gt=0, le=100, allow_inf_nan=False)
+
+
+class TrainingBody(Body):
+    """A training job. The predecessor's payload is accepted unchanged; the window is either
+    the last `lookback_candles` candles or the candles between `start` and `end`."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [PREDECESSOR_EXAMPLE]})
+
+    strategy: StrategyName = "LIQUIDITY_SWEEP"
+    symbol: Symbol
+    exchange: ExchangeName
+    timeframe: Timeframe
+    regime: RegimeName = "any"
+    optimizer: Optimizer = "random"
+    n_iterations: Annotated[StrictInt, Field(ge=1, le=100_000)]
+    lookback_candles: Annotated[StrictInt, Field(ge=1, le=100_000_000)] | None = None
+    start: Moment | None = None
+    end: Moment | None = None
+    seed: Seed = 42
+    objective: Objective = "sharpe_ratio"
+    min_trades: Annotated[StrictInt, Field(ge=0, le=100_000_000)] = 1
+    settings: BacktestSettingsBody = Field(default_factory=BacktestSettingsBody)
+    batch_size: Annotated[StrictInt, Field(ge=1, le=1024)] | None = None
+
+    @model_validator(mode="after")
+    def _window(self) -> TrainingBody:
+        if self.lookback_candles is not None and self.start is not None:
+            raise ValueError("give lookback_candles or start (with an optional end), not both")
+        if self.lookback_candles is None and self.start is None:
+            raise ValueError("give lookback_candles, or start (with an optional end)")
+        if self.end is not None:
+            if self.start is None:
+                raise ValueError("end needs start")
+            if self.end <= self.start:
+                raise ValueError("end must be after start")
+        return self
+
+    @property
+    def dataset(self) -> DatasetKey:
+        return DatasetKey(exchange=self.exchange, symbol=self.symbol, timeframe=self.timeframe)
+
+    def to_request(self, job_id: str, seed: int | None = None) -> TrainingRequested:
+        return TrainingRequested(
+            message_id=job_id,
+            job_id=job_id,
+            strategy=self.strategy,
+            dataset=self.dataset,
+            lookback_candles=self.lookback_candles,
+            start_ms=to_ms(self.start),
+            end_ms=to_ms(self.end),
+            regime=self.regime,
+            optimizer=self.optimizer,
+            n_iterations=self.n_iterations,
+            seed=self.seed if seed is None else seed,
+            objective=self.objective,
+            min_trades=self.min_trades,
+            settings=BacktestSettingsModel(**self.settings.model_dump()),
+            batch_size=self.batch_size,
+        )
+
+
+class EnsembleBody(TrainingBody):
+    """The same job for several seeds: `seeds` listed, or `n_seeds` seeds from `seed` on."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{**PREDECESSOR_EXAMPLE, "seed": 1, "n_seeds": 5}]},
+    )
+
+    seeds: Annotated[list[Seed], Field(min_length=1, max_length=MAX_SEEDS)] | None = None
+    n_seeds: Annotated[StrictInt, Field(ge=1, le=MAX_SEEDS)] | None = None
+
+    @model_validator(mode="after")
+    def _seeds(self) -> EnsembleBody:
+        if (self.seeds is None) == (self.n_seeds is None):
+            raise ValueError("give either seeds (a list) or n_seeds")
+        if self.seeds is not None:
+            if "seed" in self.model_fields_set:
+                raise ValueError("seed is the first of n_seeds seeds; with seeds, leave it out")
+            if len(set(self.seeds)) != len(self.seeds):
+                raise ValueError("seeds must not repeat")
+        elif self.n_seeds is not None and self.seed + self.n_seeds - 1 > MAX_SEED:
+            raise ValueError(f"seed + n_seeds - 1 must be at most {MAX_SEED}")
+        return self
+
+    def seed_list(self) -> list[int]:
+        if self.seeds is not None:
+            return list(self.seeds)
+        assert self.n_seeds is not None
+        return [self.seed + i for i in range(self.n_seeds)]
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    status: Literal["queued"] = "queued"
+
+
+class EnsembleAccepted(BaseModel):
+    job_ids: list[str]
+    seeds: list[int]
+    status: Literal["queued"] = "queued"
+
+
+class BestSoFar(BaseModel):
+    value: float | None = Field(description="the objective's value")
+    trial: int
+    params: dict[str, float | int] | None
+    metrics: dict[str, float | int | None] | None
+
+
+class JobOut(BaseModel):
+    job_id: str
+    status: JobStatus
+    progress: float = Field(description="percent of the trials done, to 0.1")
+    trials_done: int
+    n_iterations: int
+    strategy: str
+    exchange: str
+    symbol: str
+    timeframe: str
+    regime: str
+    optimizer: str
+    objective: str
+    seed: int
+    lookback_candles: int | None
+    start: str | None
+    end: str | None
+    min_trades: int
+    batch_size: int | None
+    settings: dict[str, float]
+    best: BestSoFar | None
+    config_id: str | None = Field(description="the configuration made of the result, once done")
+    error: str | None = Field(description="why the job failed")
+    sampler: str | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    duration_s: float | None = Field(description="from started_at to finished_at")
+
+
+def _duration(started: str | None, finished: str | None) -> float | None:
+    if started is None or finished is None:
+        return None
+    try:
+        delta = datetime.fromisoformat(finished) - datetime.fromisoformat(started)
+    except ValueError:
+        return None
+    return round(delta.total_seconds(), 3)
+
+
+def job_out(view: JobView, config_id: str | None = None) -> JobOut:
+    request = view.request
+    best = None
+    if view.best_trial is not None:
+        value = view.best_value
+        best = BestSoFar(
+            value=value if value is None or math.isfinite(value) else None,
+            trial=view.best_trial,
+            params=view.best_params,
+            metrics=view.best_metrics,
+        )
+    return JobOut(
+        job_id=view.job_id,
+        status=view.status,
+        progress=round(view.progress, 1),
+        trials_done=view.trials_done,
+        n_iterations=view.n_iterations,
+        strategy=request.strategy,
+        exchange=request.dataset.exchange,
+        symbol=request.dataset.symbol,
+        timeframe=request.dataset.timeframe,
+        regime=request.regime,
+        optimizer=request.optimizer,
+        objective=request.objective,
+        seed=request.seed,
+        lookback_candles=request.lookback_candles,
+        start=None if request.start_ms is None else iso_ms(request.start_ms),
+        end=None if request.end_ms is None else iso_ms(request.end_ms),
+        min_trades=request.min_trades,
+        batch_size=view.batch_size if view.batch_size is not None else request.batch_size,
+        settings=request.settings.model_dump(),
+        best=best,
+        config_id=config_id,
+        error=view.error,
+        sampler=view.sampler,
+        created_at=view.created_at,
+        started_at=view.started_at,
+        finished_at=view.finished_at,
+        duration_s=_duration(view.started_at, view.finished_at),
+    )
+
+
+def queued_view(request: TrainingRequested, created_at: str) -> JobView:
+    """A job accepted here that no trainer has recorded yet: it is queued."""
+    return JobView(
+        job_id=request.job_id,
+        status="queued",
+        progress=0.0,
+        trials_done=0,
+        n_iterations=request.n_iterations,
+        request=request,
+        best_value=None,
+        best_trial=None,
+        best_params=None,
+        best_metrics=None,
+        error=None,
+        sampler=None,
+        sampler_version=None,
+        batch_size=request.batch_size,
+        created_at=created_at,
+        started_at=None,
+        finished_at=None,
+    )
+
+
+class JobsPage(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    jobs: list[JobOut]
+
+
+class TrialOut(BaseModel):
+    number: int
+    params: dict[str, float | int]
+    state: str
+    value: float | None
+    metrics: dict[str, float | int | None]
+    fingerprint: str
+    duration_ms: float
+    replica: str
+    reason: str | None = Field(default=None, description="why a failed trial failed")
+
+
+def trial_out(view: TrialView) -> TrialOut:
+    return TrialOut(**view.model_dump())
+
+
+class TrialsPage(BaseModel):
+    job_id: str
+    total: int
+    limit: int
+    offset: int
+    trials: list[TrialOut]
+
+
+class CancelOut(BaseModel):
+    job_id: str
+    status: JobStatus = Field(
+        description="cancelled, or still running while the job winds down (202)"
+    )
