@@ -38,6 +38,13 @@ class StoredTrial:
     system_attrs: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class EvaluatedTrial:
+    number: int
+    sharpe_ratio: float
+    block_sums: list[float] | None
+
+
 class TrainingRepository:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
@@ -165,8 +172,8 @@ class TrainingRepository:
         async def op() -> None:
             await self.pool.executemany(
                 """INSERT INTO training.trials (job_id, number, params, state, value, metrics,
-                       fingerprint, duration_ms, replica, reason, system_attrs)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                       fingerprint, duration_ms, replica, reason, system_attrs, block_sums)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
                    ON CONFLICT (job_id, number) DO NOTHING""",
                 [
                     (
@@ -181,6 +188,7 @@ class TrainingRepository:
                         r.replica,
                         r.reason,
                         attrs,
+                        r.block_sums,
                     )
                     for r, attrs in trials
                 ],
@@ -285,3 +293,41 @@ class TrainingRepository:
     async def jobs_by_status(self) -> dict[str, int]:
         rows = await self._fetch("SELECT status, count(*) AS n FROM training.jobs GROUP BY status")
         return {r["status"]: int(r["n"]) for r in rows}
+
+    # Overfitting statistics and seed ensembles (validation spec sections 1-2, 4) -------------
+
+    async def evaluated_trials(self, job_id: str) -> list[EvaluatedTrial]:
+        """The job's evaluated trials (a Sharpe that is not null), in trial order.
+
+        The Sharpe travels as the text json.dumps wrote, so float() gives back its bits.
+        """
+        rows = await self._fetch(
+            """SELECT number, metrics->>'sharpe_ratio' AS sharpe, block_sums
+               FROM training.trials
+               WHERE job_id = $1 AND metrics->>'sharpe_ratio' IS NOT NULL
+               ORDER BY number""",
+            job_id,
+        )
+        return [EvaluatedTrial(r["number"], float(r["sharpe"]), r["block_sums"]) for r in rows]
+
+    async def store_validation(self, job_id: str, report: dict[str, Any]) -> None:
+        """Record a running job's report; the same job always gets the same report, so a
+        replica that takes over and stores it again changes nothing."""
+        await self._execute(
+            """UPDATE training.jobs SET validation = $2, updated_at = now()
+               WHERE job_id = $1 AND status = 'running'""",
+            job_id,
+            report,
+        )
+
+    async def ensemble_jobs(self, ensemble_id: str) -> list[asyncpg.Record]:
+        """The ensemble's jobs in seed order, each with its best trial's parameters."""
+        return await self._fetch(
+            """SELECT j.job_id, j.request, j.status, j.best_value, j.best_trial,
+                      t.params AS best_params
+               FROM training.jobs j
+               LEFT JOIN training.trials t ON t.job_id = j.job_id AND t.number = j.best_trial
+               WHERE j.request->>'ensemble_id' = $1
+               ORDER BY (j.request->>'seed')::numeric, j.job_id""",
+            ensemble_id,
+        )

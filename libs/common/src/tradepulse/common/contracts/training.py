@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from tradepulse.common.contracts.base import Contract, Message
 from tradepulse.common.contracts.market import DatasetKey
@@ -71,10 +71,15 @@ class TrainingRequested(Message):
         description="an ensemble converges when every parameter's dispersion is at most this",
     )
 
+    @field_validator("pbo_blocks")
+    @classmethod
+    def _even_blocks(cls, value: int) -> int:
+        if value % 2:
+            raise ValueError(f"must be even, not {value}")
+        return value
+
     @model_validator(mode="after")
-    def _pbo_and_ensemble(self) -> TrainingRequested:
-        if self.pbo_blocks % 2:
-            raise ValueError(f"pbo_blocks must be even, not {self.pbo_blocks}")
+    def _ensemble(self) -> TrainingRequested:
         if (self.ensemble_id is None) != (self.ensemble_size is None):
             raise ValueError("give ensemble_id and ensemble_size together, or neither")
         return self

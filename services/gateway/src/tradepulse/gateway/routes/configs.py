@@ -26,7 +26,7 @@ router = APIRouter(prefix="/api/v2/configs", tags=["configurations"])
 CONFIG_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Per NATS request: a reply must stay under the 1 MB message limit.
 CONFIGS_PER_REQUEST = 200
-SortKey = Literal["sharpe_ratio", "net_profit", "total_trades", "created_at"]
+SortKey = Literal["sharpe_ratio", "net_profit", "total_trades", "created_at", "dsr", "pbo"]
 
 
 @router.get("", response_model=ConfigsPage, summary="Configurations", responses=ERRORS)
@@ -36,6 +36,13 @@ async def list_configs(
     status: ConfigStatus | None = None,
     min_sharpe: Annotated[float | None, Query(allow_inf_nan=False, ge=-1e9, le=1e9)] = None,
     min_trades: Annotated[int | None, Query(ge=0, le=1_000_000_000)] = None,
+    min_dsr: Annotated[
+        float | None, Query(allow_inf_nan=False, ge=0, le=1, description="deflated Sharpe")
+    ] = None,
+    max_pbo: Annotated[
+        float | None,
+        Query(allow_inf_nan=False, ge=0, le=1, description="probability of backtest overfitting"),
+    ] = None,
     symbol: Annotated[Symbol | None, Query()] = None,
     strategy: Annotated[StrategyName | None, Query()] = None,
     sort: SortKey = "created_at",
@@ -44,7 +51,9 @@ async def list_configs(
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> ConfigsPage:
     """E.g. Sharpe above 1 and more than 50 trades, best first:
-    `?min_sharpe=1&min_trades=51&sort=sharpe_ratio&order=desc`."""
+    `?min_sharpe=1&min_trades=51&sort=sharpe_ratio&order=desc`; or the ones whose edge is
+    likely real and not overfit: `?min_dsr=0.95&max_pbo=0.5&sort=dsr`. Configurations
+    without the figure (null) do not pass its filter and sort last."""
 
     async def page(start: int, count: int) -> tuple[int, list[ConfigView]]:
         reply = await gw.backend.request(
@@ -53,6 +62,8 @@ async def list_configs(
                 status=status,
                 min_sharpe=min_sharpe,
                 min_trades=min_trades,
+                min_dsr=min_dsr,
+                max_pbo=max_pbo,
                 symbol=symbol,
                 strategy=strategy,
                 sort=sort,

@@ -6,6 +6,7 @@ from pydantic import BaseModel, Field
 
 from tradepulse.common.contracts.registry import ConfigStatus, ConfigView
 from tradepulse.gateway.schemas.common import iso_ms
+from tradepulse.gateway.schemas.validation import ValidationOut, validation_out
 
 
 class StatusChangeOut(BaseModel):
@@ -49,6 +50,9 @@ class ConfigOut(BaseModel):
     created_at: str
     lineage: Lineage
     history: list[StatusChangeOut]
+    validation: ValidationOut | None = Field(
+        default=None, description="the overfitting statistics of the job that made it"
+    )
 
 
 def config_out(view: ConfigView) -> ConfigOut:
@@ -83,6 +87,7 @@ def config_out(view: ConfigView) -> ConfigOut:
             settings=view.settings.model_dump(),
         ),
         history=[StatusChangeOut(**h.model_dump()) for h in view.history],
+        validation=validation_out(view.validation),
     )
 
 
