@@ -17,6 +17,18 @@ from tradepulse.quant.strategies.liquidity_sweep import (
     LiquiditySweepParams,
 )
 from tradepulse.quant.strategies.space import ParamSpec, SearchSpace
+from tradepulse.quant.validation import (
+    DeflatedSharpe,
+    EvaluatedTrial,
+    PboReport,
+    deflated_sharpe,
+    pbo,
+    pbo_from_block_sums,
+    probabilistic_sharpe,
+    result_block_sums,
+    seed_convergence,
+    validation_report,
+)
 from tradepulse.quant.windows import Window, last_window, range_window
 
 __all__ = [
@@ -28,12 +40,15 @@ __all__ = [
     "BacktestSettings",
     "CandleDataError",
     "Candles",
+    "DeflatedSharpe",
+    "EvaluatedTrial",
     "GapReport",
     "IndicatorSettings",
     "LiquiditySweep",
     "LiquiditySweepParams",
     "ParamSpec",
     "ParameterError",
+    "PboReport",
     "QuantError",
     "Regime",
     "SearchSpace",
@@ -42,10 +57,17 @@ __all__ = [
     "Trade",
     "Window",
     "WindowError",
+    "deflated_sharpe",
     "get_strategy",
     "last_window",
     "load_candles",
     "parse_timeframe",
+    "pbo",
+    "pbo_from_block_sums",
+    "probabilistic_sharpe",
     "range_window",
+    "result_block_sums",
     "run_backtest",
+    "seed_convergence",
+    "validation_report",
 ]
