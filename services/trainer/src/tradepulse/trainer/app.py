@@ -28,6 +28,8 @@ from tradepulse.common.contracts.base import ErrorReply, Message
 from tradepulse.common.contracts.training import (
     CancelJob,
     CancelReply,
+    EnsembleReply,
+    GetEnsemble,
     GetJob,
     JobReply,
     JobsReply,
@@ -48,6 +50,7 @@ from tradepulse.trainer.handlers import (
     Deps,
     code_version,
     finish_failed,
+    get_ensemble,
     give_up_trials,
     hold_job,
     job_view,
@@ -137,6 +140,7 @@ class Trainer:
         await self._reply(n.get_job, GetJob, self._on_get_job)
         await self._reply(n.list_trials, ListTrials, self._on_list_trials)
         await self._reply(n.list_jobs, ListJobs, self._on_list_jobs)
+        await self._reply(n.get_ensemble, GetEnsemble, self._on_get_ensemble)
         await self.nc.subscribe(n.cancel_broadcast("*"), cb=self._on_cancel_broadcast)
         self.jobs_sub = await self._pull(
             n.training_requested, n.trainer_jobs_durable, n.jobs_stream, s.job_ack_wait
@@ -241,6 +245,9 @@ class Trainer:
         )
         views = [await job_view(job_id, self.deps) for job_id in ids]
         return JobsReply(total=total, jobs=[v for v in views if v is not None])
+
+    async def _on_get_ensemble(self, request: GetEnsemble) -> EnsembleReply:
+        return EnsembleReply(ensemble=await get_ensemble(request.ensemble_id, self.deps))
 
     async def _on_list_trials(self, request: ListTrials) -> TrialsReply:
         total, trials = await self.deps.repo.list_trials(

@@ -27,6 +27,7 @@ from tradepulse.common.contracts.market import CoverageQuery, CoverageReply, Dat
 from tradepulse.common.contracts.subjects import Names
 from tradepulse.common.contracts.training import (
     DataWindow,
+    EnsembleView,
     JobCancelled,
     JobCompleted,
     JobFailed,
@@ -45,6 +46,7 @@ from tradepulse.trainer.evaluate import DatasetCache, evaluate
 from tradepulse.trainer.optimizer import Asked, BatchOptimizer, SamplerSpec, Told
 from tradepulse.trainer.repository import TERMINAL, StoredTrial, TrainingRepository
 from tradepulse.trainer.settings import TrainerSettings
+from tradepulse.trainer.validation import ensemble_view, record_report
 
 log = get_logger("trainer")
 
@@ -285,6 +287,7 @@ async def hold_job(request: TrainingRequested, deps: Deps, cancel: asyncio.Event
         return await finish_failed(
             job_id, f"none of the {n} trials produced a usable {request.objective}{example}", deps
         )
+    await record_report(repo, deps.cache, request, window, best.number)
     await repo.finish(job_id, "completed")
     await publish_terminal(job_id, deps)
     return "completed"
@@ -321,6 +324,7 @@ async def dispatch(
             settings=request.settings,
             objective=request.objective,
             min_trades=request.min_trades,
+            pbo_blocks=request.pbo_blocks,
         )
         publishes.append(publish(deps.js, deps.names.trial_work, work))
     await asyncio.gather(*publishes)
@@ -452,6 +456,7 @@ async def publish_terminal(job_id: str, deps: Deps) -> None:
             sampler_version=job["sampler_version"],
             batch_size=job["batch_size"],
             code_version=deps.code_version,
+            validation=job["validation"],
         ),
     )
 
@@ -539,7 +544,12 @@ async def job_view(job_id: str, deps: Deps) -> JobView | None:
         created_at=job["created_at"].isoformat(),
         started_at=iso(job["started_at"]),
         finished_at=iso(job["finished_at"]),
+        validation=job["validation"],
     )
+
+
+async def get_ensemble(ensemble_id: str, deps: Deps) -> EnsembleView | None:
+    return ensemble_view(ensemble_id, await deps.repo.ensemble_jobs(ensemble_id))
 
 
 def trial_view(t: StoredTrial) -> TrialView:
