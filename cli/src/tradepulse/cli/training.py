@@ -287,7 +287,8 @@ async def follow_ensemble(
             for j in jobs:
                 job_id = str(j.get("job_id"))
                 if j.get("status") in ("completed", "failed", "cancelled"):
-                    done_trials.setdefault(job_id, trials_per_job)
+                    # An ended job's trials are all accounted for, however many ran.
+                    done_trials[job_id] = trials_per_job
                 elif j.get("status") == "running":
                     done_trials[job_id] = int((await gw.job(job_id)).get("trials_done") or 0)
             total = int(view.get("size") or len(jobs)) * trials_per_job
