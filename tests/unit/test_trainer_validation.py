@@ -144,6 +144,14 @@ def test_one_evaluated_trial_has_no_variance_and_no_pbo(results: list[Any]) -> N
     assert report.dsr == report.psr
 
 
+def test_a_selected_trial_without_a_sharpe_nulls_the_statistics(results: list[Any]) -> None:
+    trials = stored(results, 16)
+    without = [t for t in trials if t.number != 4]
+    report = assemble_report(without, 4, result_returns(results[4]), ppy=PPY, blocks=16)
+    assert report.n_trials == len(results) - 1
+    assert (report.selected, report.psr, report.dsr, report.pbo) == (None, None, None, None)
+
+
 def row(job_id: str, seed: int, status: str, value: float | None, params: Any) -> dict[str, Any]:
     request = {
         "job_id": job_id,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ from tradepulse.common.contracts.training import (
     TrainingRequested,
     ValidationReport,
 )
+from tradepulse.common.logging import get_logger
 from tradepulse.quant import BacktestResult, BacktestSettings, get_strategy, run_backtest
 from tradepulse.quant.metrics import periods_per_year
 from tradepulse.quant.validation import (
@@ -37,6 +39,8 @@ from tradepulse.quant.validation import (
     validation_report,
 )
 from tradepulse.trainer.repository import EvaluatedTrial, TrainingRepository
+
+log = get_logger("trainer")
 
 if TYPE_CHECKING:
     # evaluate.py imports this module for trial_block_sums.
@@ -68,9 +72,12 @@ def assemble_report(
     """The job's report from its evaluated trials (any order) and the selected trial's returns.
 
     A trial's per-bar Sharpe is its stored `sharpe_ratio / sqrt(ppy)` (spec section 0), so
-    the report agrees to the bit with the trials the API lists. Reading chosen here: when an
+    the report agrees to the bit with the trials the API lists. Readings chosen here: when an
     evaluated trial has no block sums (stored before they existed, or non-finite), PBO is
-    null while sections 1's figures stand, since they need only the Sharpes.
+    null while section 1's figures stand, since they need only the Sharpes; when the selected
+    trial is not evaluated itself (its objective is not the Sharpe, and its Sharpe is null,
+    e.g. fewer than 2 returns), there is no Sharpe to judge and sections 1-2 are null, as
+    for a job with no usable trial (`n_trials` still counts the evaluated ones).
     """
     root = math.sqrt(ppy)
     complete = all(t.block_sums is not None and len(t.block_sums) == 2 * blocks for t in trials)
@@ -84,9 +91,8 @@ def assemble_report(
         )
         for t in trials
     ]
-    report = validation_report(
-        report_trials, selected_trial, selected_returns, ppy=ppy, blocks=blocks
-    )
+    judged = selected_trial if any(t.number == selected_trial for t in trials) else None
+    report = validation_report(report_trials, judged, selected_returns, ppy=ppy, blocks=blocks)
     if not complete:
         report["pbo"] = None
     return ValidationReport.model_validate(report)
@@ -151,8 +157,16 @@ async def record_report(
     window: DataWindow,
     selected_trial: int,
 ) -> None:
+    started = time.perf_counter()
     report = await job_report(repo, cache, request, window, selected_trial)
     await repo.store_validation(request.job_id, report.model_dump(mode="json"))
+    log.info(
+        "validation report stored",
+        n_trials=report.n_trials,
+        dsr=report.dsr,
+        pbo=report.pbo.pbo if report.pbo else None,
+        duration_ms=round((time.perf_counter() - started) * 1000, 1),
+    )
 
 
 def ensemble_view(ensemble_id: str, rows: Sequence[asyncpg.Record]) -> EnsembleView | None:
