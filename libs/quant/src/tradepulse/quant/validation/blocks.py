@@ -45,8 +45,30 @@ def block_sums(returns: npt.ArrayLike, blocks: int = 16) -> tuple[FloatArray, Fl
 
 def _plain_block_sums(r: FloatArray, blocks: int) -> tuple[FloatArray, FloatArray]:
     dropped, b = block_layout(len(r), blocks)
-    kept = r[dropped:].reshape(blocks, b)
-    return kept.sum(axis=1), (kept * kept).sum(axis=1)
+    s1, s2 = matrix_block_sums_nb(r.reshape(-1, 1), dropped, b, blocks)
+    return s1[:, 0], s2[:, 0]
+
+
+@njit(cache=True)
+def matrix_block_sums_nb(
+    m: FloatArray, dropped: int, block_len: int, blocks: int
+) -> tuple[FloatArray, FloatArray]:
+    """S x N block sums of a T x N matrix, each a plain left-to-right sum in time order.
+
+    One summation order for every path (a column alone, a matrix, the trades-only kernel,
+    which skips exact zeros that would not change these sums), so they agree to the bit.
+    """
+    n = m.shape[1]
+    s1 = np.zeros((blocks, n))
+    s2 = np.zeros((blocks, n))
+    for blk in range(blocks):
+        start = dropped + blk * block_len
+        for k in range(start, start + block_len):
+            for j in range(n):
+                r = m[k, j]
+                s1[blk, j] += r
+                s2[blk, j] += r * r
+    return s1, s2
 
 
 def result_returns(result: BacktestResult) -> FloatArray:
@@ -67,8 +89,8 @@ def result_block_sums(result: BacktestResult, blocks: int = 16) -> tuple[FloatAr
     each trade. The one exception is an equity left at exactly 0 after the last exit, whose
     flat bars return 0/0 - 1 (NaN); that backtest takes the plain path. A backtest whose
     equity went through 0 (its `sharpe_ratio` is null: not an evaluated trial, spec section 0)
-    gets non-finite sums, as its returns are. Sums run in bar order; they agree with the plain
-    version to rounding (~1e-15 relative), not to the bit.
+    gets non-finite sums, as its returns are. Sums run in bar order, as in `block_sums`, and
+    skip only exact zeros, so the two agree to the bit.
     """
     e = result.equity
     trade_from = len(result.open_time) - len(e)

@@ -23,7 +23,7 @@ from numba import njit
 
 from tradepulse.quant.candles import FloatArray
 from tradepulse.quant.errors import ParameterError
-from tradepulse.quant.validation.blocks import block_layout, check_blocks
+from tradepulse.quant.validation.blocks import block_layout, check_blocks, matrix_block_sums_nb
 
 QUANTILES = (5, 25, 50, 75, 95)
 HISTOGRAM_BINS = 24  # [-6 + 0.5j, -5.5 + 0.5j), j = 0..23
@@ -79,10 +79,8 @@ def pbo(returns: npt.ArrayLike, blocks: int = 16) -> PboReport | None:
     dropped, b = block_layout(t, blocks)
     if n < 2 or b < 2:
         return None
-    kept = m[dropped:].reshape(blocks, b, n)
-    s1 = kept.sum(axis=1).T
-    s2 = (kept * kept).sum(axis=1).T
-    return pbo_from_block_sums(s1, s2, b)
+    s1, s2 = matrix_block_sums_nb(np.ascontiguousarray(m), dropped, b, blocks)
+    return pbo_from_block_sums(s1.T, s2.T, b)
 
 
 def pbo_from_block_sums(s1: npt.ArrayLike, s2: npt.ArrayLike, block_len: int) -> PboReport | None:
@@ -105,8 +103,6 @@ def pbo_from_block_sums(s1: npt.ArrayLike, s2: npt.ArrayLike, block_len: int) ->
     is_perf, oos_perf, logits = _cscv_nb(
         np.ascontiguousarray(a1.T),
         np.ascontiguousarray(a2.T),
-        a1.sum(axis=1),
-        a2.sum(axis=1),
         blocks // 2,
         float(block_len * (blocks // 2)),
     )
@@ -157,8 +153,6 @@ def _performance_nb(s1: float, s2: float, c: float) -> float:
 def _cscv_nb(
     s1: FloatArray,
     s2: FloatArray,
-    total1: FloatArray,
-    total2: FloatArray,
     half: int,
     c: float,
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -180,6 +174,13 @@ def _cscv_nb(
     prefix2 = np.empty((half, n))
     p_is = np.empty(n)
     p_oos = np.empty(n)
+    # Totals in block order, whatever layout the caller's array had.
+    total1 = np.zeros(n)
+    total2 = np.zeros(n)
+    for blk in range(blocks):
+        for m in range(n):
+            total1[m] += s1[blk, m]
+            total2[m] += s2[blk, m]
     idx = np.arange(half)
     changed = 0  # the first position of idx whose prefix rows are stale
     for j in range(n_sets):
