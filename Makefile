@@ -1,4 +1,8 @@
-.PHONY: demo test lint bench install
+.PHONY: demo install lint unit integration fault e2e test bench
+
+VENV := .venv/bin
+# Two workers: the machines this runs on have two cores. Extra options: make unit PYTEST_ARGS=-x
+PYTEST := $(VENV)/pytest -n 2 $(PYTEST_ARGS)
 
 install:
 	@scripts/bootstrap
@@ -8,10 +12,34 @@ install:
 demo: install
 	@.venv/bin/tradepulse demo
 
-test: install
-	@scripts/test
+# Style, formatting, types (the tests included) and the import rules, before any test runs.
+lint: install
+	@echo "== ruff check"; $(VENV)/ruff check .
+	@echo "== ruff format --check"; $(VENV)/ruff format --check .
+	@echo "== mypy"; $(VENV)/mypy libs/*/src cli/src services/*/src tests
+	@echo "== import rules"; $(VENV)/lint-imports
+
+# No server needed: the core, the contracts, the gateway in-process, the CLI.
+unit: install
+	@$(PYTEST) tests/unit
+
+# Real NATS (127.0.0.1:4222) and PostgreSQL (127.0.0.1:5432): each test its own namespace.
+integration: install
+	@$(PYTEST) tests/integration
+
+# Processes killed and restarted while they hold work.
+fault: install
+	@$(PYTEST) tests/fault
+
+# The system as its users run it: `tradepulse up`, the HTTP API, the CLI.
+e2e: install
+	@$(PYTEST) tests/e2e
+
+# Lint first, then every test in one run, so that two workers share the whole suite.
+test: lint
+	@$(PYTEST) tests/unit tests/integration tests/fault tests/e2e
 
 bench: install
-	@.venv/bin/python tests/benchmarks/bench_backtest.py
-	@.venv/bin/python tests/benchmarks/bench_ingest.py
-	@.venv/bin/python tests/benchmarks/bench_training.py
+	@$(VENV)/python tests/benchmarks/bench_backtest.py
+	@$(VENV)/python tests/benchmarks/bench_ingest.py
+	@$(VENV)/python tests/benchmarks/bench_training.py

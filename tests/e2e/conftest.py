@@ -28,18 +28,6 @@ __all__ = ["database", "env", "names"]
 
 READY_WITHIN_S = 60.0
 STOP_WITHIN_S = 10.0
-# The predecessor's payload, unchanged (its users' scripts send exactly this).
-PREDECESSOR_PAYLOAD: dict[str, Any] = {
-    "strategy": "LIQUIDITY_SWEEP",
-    "symbol": "BTC/USDT",
-    "exchange": "binanceus",
-    "timeframe": "5m",
-    "regime": "sideways",
-    "optimizer": "random",
-    "n_iterations": 20,
-    "lookback_candles": 1000,
-    "seed": 12345,
-}
 
 
 def free_port() -> int:

@@ -15,9 +15,9 @@ import pytest
 
 from tests.integration.conftest import Env
 from tests.integration.flows import excerpt, running_system
+from tradepulse.common.contracts.training import PREDECESSOR_PAYLOAD
 
 from .conftest import (
-    PREDECESSOR_PAYLOAD,
     all_trials,
     running_gateway,
     upload_candles,

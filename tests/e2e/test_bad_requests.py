@@ -16,8 +16,9 @@ from tests.integration.conftest import Env
 from tests.integration.flows import excerpt, running_system
 from tradepulse.common.bus import connect
 from tradepulse.common.contracts.subjects import Names
+from tradepulse.common.contracts.training import PREDECESSOR_PAYLOAD
 
-from .conftest import PREDECESSOR_PAYLOAD, RunningGateway, running_gateway, upload_candles
+from .conftest import RunningGateway, running_gateway, upload_candles
 
 ROWS = 3_000
 UPLOAD_LIMIT = 2_000_000
@@ -119,6 +120,15 @@ CASES = [
     Case("unknown objective", "POST", START, 422, "objective", json=payload(objective="luck")),
     Case("fee rate 200%", "POST", START, 422, "settings.fee_rate",
          json=payload(settings={"fee_rate": 2})),
+    # Every bound of a setting is the quant core's: what it would refuse is refused here.
+    Case("capital beyond the core's bound", "POST", START, 422, "settings.initial_capital",
+         json=payload(settings={"initial_capital": 1e13})),
+    Case("fee rate 100%", "POST", START, 422, "settings.fee_rate",
+         json=payload(settings={"fee_rate": 1})),
+    Case("negative risk", "POST", START, 422, "settings.risk_per_trade",
+         json=payload(settings={"risk_per_trade": -0.01})),
+    Case("leverage as text", "POST", START, 422, "settings.max_leverage",
+         json=payload(settings={"max_leverage": "3"})),
     Case("unknown setting", "POST", START, 422, "settings.leverage",
          json=payload(settings={"leverage": 2})),
     Case("batch size 0", "POST", START, 422, "batch_size", json=payload(batch_size=0)),

@@ -16,8 +16,9 @@ import httpx
 from tests.integration.conftest import Env
 from tests.integration.flows import excerpt, running_system
 from tradepulse.cli.embedded import NatsServer, free_port
+from tradepulse.common.contracts.training import PREDECESSOR_PAYLOAD
 
-from .conftest import PREDECESSOR_PAYLOAD, running_gateway, upload_candles, wait_job
+from .conftest import running_gateway, upload_candles, wait_job
 
 START = "/api/v2/training/start"
 

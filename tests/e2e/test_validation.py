@@ -14,11 +14,12 @@ import pytest
 
 from tests.integration.conftest import Env
 from tests.integration.flows import excerpt, running_system
+from tradepulse.common.contracts.training import PREDECESSOR_PAYLOAD
 from tradepulse.quant import BacktestSettings, get_strategy, last_window, load_candles, run_backtest
 from tradepulse.quant.metrics import periods_per_year
 from tradepulse.quant.validation import deflated_sharpe, result_returns
 
-from .conftest import PREDECESSOR_PAYLOAD, all_trials, running_gateway, upload_candles, wait_job
+from .conftest import all_trials, running_gateway, upload_candles, wait_job
 from .test_bad_requests import jetstream_counts
 
 ENSEMBLE = "/api/v2/training/ensemble"

@@ -41,7 +41,9 @@ async def test_a_job_on_the_shared_btc_data_matches_the_cli_backtest(
 
     assert config.params == view.best_params
     assert config.window.content_hash == ingested.coverage.content_hash
-    assert config.status == ("CANDIDATE" if config.metrics["total_trades"] >= 30 else "DISCOVERY")
+    trades = config.metrics["total_trades"]
+    assert isinstance(trades, int)
+    assert config.status == ("CANDIDATE" if trades >= 30 else "DISCOVERY")
     cli = await asyncio.create_subprocess_exec(
         str(TRADEPULSE),
         "backtest",

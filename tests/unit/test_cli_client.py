@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import json
 import stat
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +130,9 @@ async def test_server_sent_events_are_read_as_the_spec_says() -> None:
 
 
 async def test_follow_falls_back_to_polling_when_the_stream_is_refused() -> None:
-    polls = iter([{"status": "running", "progress": 50.0}, {"status": "completed"}])
+    polls: Iterator[dict[str, object]] = iter(
+        [{"status": "running", "progress": 50.0}, {"status": "completed"}]
+    )
 
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/events"):

@@ -12,15 +12,19 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
+from typing import cast
 
 import httpx
 import pytest
+from nats.aio.client import Client as NatsClient
 from pydantic import ValidationError
 
+from tradepulse.common.contracts.base import INVALID_REQUEST, NOT_FOUND, UNAVAILABLE, ErrorReply
 from tradepulse.common.contracts.subjects import Names
-from tradepulse.common.contracts.training import JobReply, JobsReply, JobView
+from tradepulse.common.contracts.training import PREDECESSOR_PAYLOAD, JobReply, JobsReply, JobView
 from tradepulse.gateway.app import create_app
-from tradepulse.gateway.errors import UnavailableError
+from tradepulse.gateway.backend import Backend
+from tradepulse.gateway.errors import InvalidInputError, NotFoundError, UnavailableError
 from tradepulse.gateway.live import MISSING_POLLS, JobStream
 from tradepulse.gateway.paging import fetch_pages
 from tradepulse.gateway.routes.training import list_jobs
@@ -29,17 +33,7 @@ from tradepulse.gateway.settings import ConfigurationError, GatewaySettings, key
 from tradepulse.gateway.tracking import RecentJobs
 
 KEY = "s3cret-key"
-PREDECESSOR = {
-    "strategy": "LIQUIDITY_SWEEP",
-    "symbol": "BTC/USDT",
-    "exchange": "binanceus",
-    "timeframe": "5m",
-    "regime": "sideways",
-    "optimizer": "random",
-    "n_iterations": 20,
-    "lookback_candles": 1000,
-    "seed": 12345,
-}
+PREDECESSOR = PREDECESSOR_PAYLOAD
 
 
 def settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> GatewaySettings:
@@ -236,6 +230,73 @@ def test_bad_fields_are_named(change: dict[str, object], field: str) -> None:
     with pytest.raises(ValidationError) as caught:
         TrainingBody.model_validate({**PREDECESSOR, **change})
     assert [e["loc"][0] for e in caught.value.errors()] == [field]
+
+
+# Every value the core refuses, one per setting and end: the bounds are the core's
+# (tradepulse.quant.SETTING_BOUNDS); test_vocabulary checks the layers agree on all of them.
+CORE_REFUSES = [
+    ("initial_capital", 1e13),
+    ("initial_capital", 0),
+    ("fee_rate", 1.0),
+    ("fee_rate", -0.001),
+    ("slippage", 1),
+    ("risk_per_trade", -1e-9),
+    ("risk_per_trade", 1e12 * 1.0000001),
+    ("max_leverage", 1e13),
+    ("max_leverage", "3"),
+    ("fee_rate", True),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), CORE_REFUSES)
+async def test_a_setting_the_core_refuses_is_a_422_naming_it_before_nats_is_asked(
+    client: httpx.AsyncClient, name: str, value: object
+) -> None:
+    # Without NATS a valid job is a 503: a 422 here was decided before anything was sent.
+    reply = await client.post(
+        "/api/v2/training/start",
+        json={**PREDECESSOR, "settings": {name: value}},
+        headers={"Authorization": f"Bearer {KEY}"},
+    )
+    assert reply.status_code == 422, reply.text
+    assert [e["field"] for e in reply.json()["errors"]] == [f"settings.{name}"]
+
+
+class _Replying:
+    """A NATS connection whose every request is answered with `data`."""
+
+    is_connected = True
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    async def request(self, subject: str, payload: bytes, **options: float) -> SimpleNamespace:
+        return SimpleNamespace(data=self.data)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected", "status"),
+    [
+        (
+            ErrorReply(error="no such window", code=INVALID_REQUEST).to_bytes(),
+            InvalidInputError,
+            422,
+        ),
+        (ErrorReply(error="no job 'x'", code=NOT_FOUND).to_bytes(), NotFoundError, 404),
+        (ErrorReply(error="database away", code=UNAVAILABLE).to_bytes(), UnavailableError, 503),
+        (b"not a message", UnavailableError, 503),
+    ],
+)
+async def test_a_services_error_keeps_its_kind_across_the_bus(
+    monkeypatch: pytest.MonkeyPatch, data: bytes, expected: type[Exception], status: int
+) -> None:
+    backend: Backend = create_app(settings(monkeypatch)).state.gateway.backend
+    backend.nc = cast(NatsClient, _Replying(data))
+    with pytest.raises(expected) as caught:
+        await backend.request("tp.rpc.x", JobReply(job=None), JobsReply, service="trainer")
+    assert getattr(caught.value, "status_code", None) == status
+    if status != 503:
+        assert ErrorReply.from_bytes(data).error in str(caught.value)
 
 
 def test_ensemble_seeds() -> None:

@@ -6,6 +6,7 @@ and trades happen often and mirrored prices (c - p) are exact in floating point.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -111,9 +112,7 @@ def test_mirrored_prices_turn_longs_into_shorts_on_the_same_bars(
 ) -> None:
     # Exact mirroring needs the multiplicative tolerances at 0 and the price-dependent costs
     # (slippage, fees, the leverage cap on the fill) out of the way.
-    exact = LiquiditySweepParams(
-        **{**params.to_dict(), "pierce_depth": 0.0, "min_distance_from_level": 0.0}
-    )
+    exact = dataclasses.replace(params, pierce_depth=0.0, min_distance_from_level=0.0)
     indicators = IndicatorSettings(atr_period=5, volume_window=5, touch_tolerance=0.0)
     strategy = LiquiditySweep(indicators)
     costless = BacktestSettings(fee_rate=0.0, slippage=0.0, max_leverage=1e12)

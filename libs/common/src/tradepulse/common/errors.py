@@ -7,9 +7,5 @@ class ServiceError(Exception):
     """Base of the errors a service raises on purpose; messages are for the user."""
 
 
-class NotFoundError(ServiceError):
-    """The named job, configuration or dataset does not exist."""
-
-
 class InvalidRequestError(ServiceError):
     """A request that is well-formed but cannot be carried out (e.g. no data for the window)."""

@@ -8,7 +8,7 @@ import socket
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tradepulse.common.contracts.subjects import Names
+from tradepulse.common.contracts.subjects import NAMESPACE_PATTERN, Names
 
 
 def default_replica() -> str:
@@ -24,9 +24,7 @@ class CommonSettings(BaseSettings):
     database_url: str = Field(
         default="postgresql://postgres@127.0.0.1:5432/postgres", validation_alias="DATABASE_URL"
     )
-    namespace: str = Field(
-        default="tp", validation_alias="TP_NAMESPACE", pattern=r"^[a-z][a-z0-9_]*$"
-    )
+    namespace: str = Field(default="tp", validation_alias="TP_NAMESPACE", pattern=NAMESPACE_PATTERN)
     environment: str = Field(default="development", validation_alias="TP_ENV")
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
     log_json: bool | None = Field(default=None, validation_alias="LOG_JSON")

@@ -5,10 +5,16 @@ optimizer or exchange), so the trainer, the CLI and the tests all run the same b
 """
 
 from tradepulse.quant.backtest.engine import run_backtest
-from tradepulse.quant.backtest.types import BacktestResult, BacktestSettings, Trade
+from tradepulse.quant.backtest.types import (
+    SETTING_BOUNDS,
+    BacktestResult,
+    BacktestSettings,
+    Bound,
+    Trade,
+)
 from tradepulse.quant.candles import Candles, GapReport, load_candles, parse_timeframe
 from tradepulse.quant.errors import CandleDataError, ParameterError, QuantError, WindowError
-from tradepulse.quant.metrics import METRIC_NAMES, OBJECTIVES
+from tradepulse.quant.metrics import METRIC_NAMES, OBJECTIVES, Objective
 from tradepulse.quant.strategies import STRATEGIES, get_strategy
 from tradepulse.quant.strategies.base import REGIMES, Regime, Signals, Strategy
 from tradepulse.quant.strategies.liquidity_sweep import (
@@ -29,15 +35,18 @@ from tradepulse.quant.validation import (
     seed_convergence,
     validation_report,
 )
+from tradepulse.quant.version import code_version
 from tradepulse.quant.windows import Window, last_window, range_window
 
 __all__ = [
     "METRIC_NAMES",
     "OBJECTIVES",
     "REGIMES",
+    "SETTING_BOUNDS",
     "STRATEGIES",
     "BacktestResult",
     "BacktestSettings",
+    "Bound",
     "CandleDataError",
     "Candles",
     "DeflatedSharpe",
@@ -46,6 +55,7 @@ __all__ = [
     "IndicatorSettings",
     "LiquiditySweep",
     "LiquiditySweepParams",
+    "Objective",
     "ParamSpec",
     "ParameterError",
     "PboReport",
@@ -57,6 +67,7 @@ __all__ = [
     "Trade",
     "Window",
     "WindowError",
+    "code_version",
     "deflated_sharpe",
     "get_strategy",
     "last_window",

@@ -7,6 +7,7 @@ is NaN inside the kernel and None outside it.
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import numpy as np
 from numba import njit
@@ -40,8 +41,9 @@ METRIC_NAMES = (
 )
 N_METRICS = len(METRIC_NAMES)
 INT_METRICS = frozenset({"total_trades", "long_trades", "short_trades", "max_consecutive_losses"})
-NULLABLE_METRICS = frozenset({"profit_factor", "sortino_ratio", "cagr_pct", "calmar_ratio"})
-OBJECTIVES = ("sharpe_ratio", "net_profit", "sortino_ratio", "calmar_ratio", "profit_factor")
+# The metrics an optimization may maximise; every other layer (contracts, API) takes them from here.
+Objective = Literal["sharpe_ratio", "net_profit", "sortino_ratio", "calmar_ratio", "profit_factor"]
+OBJECTIVES: tuple[Objective, ...] = get_args(Objective)
 
 Metrics = dict[str, float | int | None]
 

@@ -21,10 +21,21 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from tradepulse.common import bus
-from tradepulse.common.contracts.base import ErrorReply, Message
+from tradepulse.common.contracts.base import (
+    INVALID_REQUEST,
+    NOT_FOUND,
+    ErrorReply,
+    Message,
+)
 from tradepulse.common.contracts.subjects import Names
 from tradepulse.common.logging import get_logger
-from tradepulse.gateway.errors import UnavailableError, UpstreamTimeoutError
+from tradepulse.gateway.errors import (
+    ApiError,
+    InvalidInputError,
+    NotFoundError,
+    UnavailableError,
+    UpstreamTimeoutError,
+)
 from tradepulse.gateway.metrics import GatewayMetrics
 from tradepulse.gateway.settings import GatewaySettings
 
@@ -134,7 +145,8 @@ class Backend:
         service: str,
         within: float | None = None,
     ) -> R:
-        """Ask `service` and decode its answer; 503 if it is not there, 504 if it is slow."""
+        """Ask `service` and decode its answer; 503 if it is not there, 504 if it is slow, and
+        what its ErrorReply's code says if it refuses (see `refusal`)."""
         nc = self.client()
         try:
             reply = await nc.request(
@@ -153,11 +165,10 @@ class Backend:
         except ValueError:
             pass
         try:
-            problem = ErrorReply.from_bytes(reply.data).error
+            error = ErrorReply.from_bytes(reply.data)
         except ValueError:
-            problem = "an answer the gateway cannot read"
-        log.warning("service_error", service=service, error=problem)
-        raise UnavailableError(f"the {service} service could not answer: {problem}")
+            error = None
+        raise refusal(service, error)
 
     async def ping(self, service: str, within: float = 1.0) -> bool:
         if not self.connected:
@@ -227,6 +238,23 @@ class Backend:
         return await self.client().subscribe(subject, cb=cb)
 
 
+def refusal(service: str, error: ErrorReply | None) -> ApiError:
+    """The HTTP error for a service's ErrorReply, by its code: the request's fault is a 422, a
+    thing that does not exist a 404, and anything else (the service's trouble, or an answer
+    that is not an ErrorReply at all) a 503."""
+    if error is None:
+        log.warning("service_error", service=service, error="unreadable answer")
+        return UnavailableError(
+            f"the {service} service could not answer: an answer the gateway cannot read"
+        )
+    if error.code == INVALID_REQUEST:
+        return InvalidInputError("body", f"the {service} service refused it: {error.error}")
+    if error.code == NOT_FOUND:
+        return NotFoundError(error.error)
+    log.warning("service_error", service=service, error=error.error, code=error.code)
+    return UnavailableError(f"the {service} service could not answer: {error.error}")
+
+
 async def unsubscribe_all(subs: list[Subscription]) -> None:
     for sub in subs:
         with contextlib.suppress(Exception):
@@ -240,4 +268,4 @@ def decode(model: type[R], data: bytes) -> R | None:
         return None
 
 
-__all__ = ["SERVICES", "Backend", "PublishError", "decode", "unsubscribe_all"]
+__all__ = ["SERVICES", "Backend", "PublishError", "decode", "refusal", "unsubscribe_all"]

@@ -8,7 +8,6 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from tradepulse.gateway.auth import AuthFailure
-from tradepulse.gateway.backend import Backend
 from tradepulse.gateway.errors import ApiError
 from tradepulse.gateway.state import Gateway
 
@@ -26,11 +25,6 @@ class UnauthorizedError(ApiError):
 async def get_gateway(request: Request) -> Gateway:
     gateway: Gateway = request.app.state.gateway
     return gateway
-
-
-async def get_backend(request: Request) -> Backend:
-    gateway: Gateway = request.app.state.gateway
-    return gateway.backend
 
 
 async def api_key(
@@ -58,6 +52,5 @@ async def read_key(
 
 
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
-NatsDep = Annotated[Backend, Depends(get_backend)]
 ApiKeyDep = Annotated[str, Depends(api_key)]
 ReadKeyDep = Annotated[str | None, Depends(read_key)]

@@ -9,6 +9,7 @@ import uuid
 
 import structlog
 
+from tradepulse.common.contracts.base import ID_PATTERN
 from tradepulse.common.contracts.market import CoverageQuery, CoverageReply, DatasetCoverage
 from tradepulse.common.contracts.registry import ConfigReply, GetConfig
 from tradepulse.common.contracts.training import (
@@ -34,7 +35,7 @@ from tradepulse.gateway.schemas.training import TrainingBody, queued_view
 from tradepulse.gateway.state import Gateway
 from tradepulse.quant import parse_timeframe
 
-JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+JOB_ID = re.compile(ID_PATTERN)
 # A cancel sent before the trainers' intake recorded the job is sent again for this long.
 CANCEL_UNRECORDED_S = 3.0
 POLL_S = 0.05

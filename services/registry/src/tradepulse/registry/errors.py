@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tradepulse.common.errors import InvalidRequestError, NotFoundError, ServiceError
+from tradepulse.common.errors import InvalidRequestError, ServiceError
 
-__all__ = ["IllegalTransitionError", "InvalidRequestError", "NotFoundError", "RegistryError"]
+__all__ = ["IllegalTransitionError", "InvalidRequestError", "RegistryError"]
 
 
 class RegistryError(ServiceError):

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Final, Literal, Self, get_args
 from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field
+
+# An id users may name in a path (jobs, configurations): safe in a URL and a NATS subject.
+ID_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$"
+
+# ErrorReply.code: whose fault a refused request was, kept across the bus so that the gateway
+# answers as the service meant it (422, 404 or 503).
+INVALID_REQUEST: Final = "invalid_request"
+NOT_FOUND: Final = "not_found"
+UNAVAILABLE: Final = "unavailable"
 
 
 def new_id() -> str:
@@ -46,8 +55,13 @@ class Message(Contract):
             )
 
 
+ErrorCode = Literal["invalid_request", "not_found", "unavailable"]
+ERROR_CODES: tuple[ErrorCode, ...] = get_args(ErrorCode)
+
+
 class ErrorReply(Message):
-    """The answer to a request that could not be served; `code` says whose fault it was."""
+    """The answer to a request that could not be served; `code` (one of ERROR_CODES) says
+    whose fault it was: the request's, a thing that does not exist, or the service's."""
 
     error: str
-    code: str = "invalid_request"
+    code: ErrorCode = INVALID_REQUEST

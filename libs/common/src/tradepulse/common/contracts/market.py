@@ -8,14 +8,17 @@ from pydantic import Field, model_validator
 
 from tradepulse.common.contracts.base import Contract, Message
 
-TIMEFRAME_PATTERN = r"^[1-9][0-9]*[mhdw]$"
+# The names of a dataset as stored (exchange in lower case, symbol in upper case); the HTTP
+# API normalises what users write to these before checking them.
+EXCHANGE_PATTERN = r"^[a-z0-9_.-]{1,64}$"
+SYMBOL_PATTERN = r"^[A-Z0-9._-]+/[A-Z0-9._-]+(:[A-Z0-9._-]+)?$"
+SYMBOL_MAX_LENGTH = 64
+TIMEFRAME_PATTERN = r"^[1-9][0-9]{0,5}[mhdw]$"
 
 
 class DatasetKey(Contract):
-    exchange: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_.-]+$")
-    symbol: str = Field(
-        min_length=1, max_length=64, pattern=r"^[A-Z0-9._-]+/[A-Z0-9._-]+(:[A-Z0-9._-]+)?$"
-    )
+    exchange: str = Field(pattern=EXCHANGE_PATTERN)
+    symbol: str = Field(max_length=SYMBOL_MAX_LENGTH, pattern=SYMBOL_PATTERN)
     timeframe: str = Field(pattern=TIMEFRAME_PATTERN)
 
 

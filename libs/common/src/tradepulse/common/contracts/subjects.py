@@ -7,6 +7,10 @@ runs, share one NATS server without seeing each other's messages.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
+
+# A namespace (`TP_NAMESPACE`): a lower-case word, safe in subjects and stream names.
+NAMESPACE_PATTERN: Final = r"^[a-z][a-z0-9_]*$"
 
 
 @dataclass(frozen=True)
@@ -73,16 +77,8 @@ class Names:
     def trial_completed(self, job_id: str) -> str:
         return f"{self.prefix}.evt.training.trial_completed.{job_id}"
 
-    @property
-    def trial_completed_all(self) -> str:
-        return f"{self.prefix}.evt.training.trial_completed.*"
-
     def job_progress(self, job_id: str) -> str:
         return f"{self.prefix}.evt.training.progress.{job_id}"
-
-    @property
-    def job_progress_all(self) -> str:
-        return f"{self.prefix}.evt.training.progress.*"
 
     @property
     def job_completed(self) -> str:

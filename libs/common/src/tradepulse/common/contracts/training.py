@@ -2,34 +2,78 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
-from tradepulse.common.contracts.base import Contract, Message
+from tradepulse.common.contracts.base import ID_PATTERN, Contract, Message
 from tradepulse.common.contracts.market import DatasetKey
+from tradepulse.quant import SETTING_BOUNDS, BacktestSettings
+from tradepulse.quant import Objective as Objective
+from tradepulse.quant import Regime as Regime
 
+# What the core decides (objectives, regimes, setting bounds) comes from the core; the wire's
+# own words (optimizers, job statuses, limits of a request) are declared here, once.
 Optimizer = Literal["random", "bayesian", "grid", "cmaes"]
-Objective = Literal["sharpe_ratio", "net_profit", "sortino_ratio", "calmar_ratio", "profit_factor"]
-RegimeName = Literal["any", "bull", "bear", "sideways"]
-JobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
-TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+OPTIMIZERS: tuple[Optimizer, ...] = get_args(Optimizer)
+TerminalStatus = Literal["completed", "failed", "cancelled"]
+JobStatus = Literal["queued", "running", TerminalStatus]
+JOB_STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
+TERMINAL_STATUSES: frozenset[JobStatus] = frozenset(get_args(TerminalStatus))
 ParamValues = dict[str, float | int]
 MetricValues = dict[str, float | int | None]
-ID_PATTERN = r"^[A-Za-z0-9_-]+$"
 MAX_PBO_BLOCKS = 16
 MAX_ENSEMBLE_SEEDS = 100
 DEFAULT_MAX_DISPERSION = 0.10
 LOGIT_QUANTILES = ("5", "25", "50", "75", "95")
 LOGIT_BINS = 24
 
+MAX_SEED = 2**63 - 1
+MAX_ITERATIONS = 100_000
+MAX_BATCH_SIZE = 1024
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+
+# The predecessor's example job, accepted unchanged by the HTTP API.
+PREDECESSOR_PAYLOAD: dict[str, Any] = {
+    "strategy": "LIQUIDITY_SWEEP",
+    "symbol": "BTC/USDT",
+    "exchange": "binanceus",
+    "timeframe": "5m",
+    "regime": "sideways",
+    "optimizer": "random",
+    "n_iterations": 20,
+    "lookback_candles": 1000,
+    "seed": 12345,
+}
+
+_DEFAULT_SETTINGS = BacktestSettings()
+
+
+def setting_field(name: str) -> Any:
+    """The field of backtest setting `name` with the core's default and bounds: a number (not
+    a string or a bool) that `BacktestSettings` accepts. Typed Any, as pydantic's Field is, so
+    that `x: float = setting_field("x")` type-checks."""
+    bound = SETTING_BOUNDS[name]
+    default: float = getattr(_DEFAULT_SETTINGS, name)
+    return Field(
+        default=default,
+        strict=True,
+        allow_inf_nan=False,
+        gt=bound.low if bound.low_open else None,
+        ge=None if bound.low_open else bound.low,
+        lt=bound.high if bound.high_open else None,
+        le=None if bound.high_open else bound.high,
+    )
+
 
 class BacktestSettingsModel(Contract):
-    initial_capital: float = Field(default=10000.0, gt=0, allow_inf_nan=False)
-    fee_rate: float = Field(default=0.001, ge=0, lt=1, allow_inf_nan=False)
-    slippage: float = Field(default=0.0005, ge=0, lt=1, allow_inf_nan=False)
-    risk_per_trade: float = Field(default=0.01, gt=0, le=1, allow_inf_nan=False)
-    max_leverage: float = Field(default=3.0, gt=0, le=100, allow_inf_nan=False)
+    """`BacktestSettings` on the wire: the same fields, defaults and bounds."""
+
+    initial_capital: float = setting_field("initial_capital")
+    fee_rate: float = setting_field("fee_rate")
+    slippage: float = setting_field("slippage")
+    risk_per_trade: float = setting_field("risk_per_trade")
+    max_leverage: float = setting_field("max_leverage")
 
 
 class TrainingRequested(Message):
@@ -39,20 +83,20 @@ class TrainingRequested(Message):
     [start_ms, end_ms); the spec's warm-up bars before it are loaded too.
     """
 
-    job_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    job_id: str = Field(pattern=ID_PATTERN)
     strategy: str = "LIQUIDITY_SWEEP"
     dataset: DatasetKey
     lookback_candles: int | None = Field(default=None, ge=1)
     start_ms: int | None = Field(default=None, ge=0)
     end_ms: int | None = Field(default=None, ge=0)
-    regime: RegimeName = "any"
+    regime: Regime = "any"
     optimizer: Optimizer = "random"
-    n_iterations: int = Field(ge=1, le=100_000)
-    seed: int = Field(default=42, ge=0, le=2**63 - 1)
+    n_iterations: int = Field(ge=1, le=MAX_ITERATIONS)
+    seed: Seed = 42
     objective: Objective = "sharpe_ratio"
     min_trades: int = Field(default=1, ge=0)
     settings: BacktestSettingsModel = BacktestSettingsModel()
-    batch_size: int | None = Field(default=None, ge=1, le=1024)
+    batch_size: int | None = Field(default=None, ge=1, le=MAX_BATCH_SIZE)
     pbo_blocks: int = Field(
         default=MAX_PBO_BLOCKS,
         ge=2,
@@ -128,7 +172,7 @@ class TrialWork(Message):
     strategy: str
     trials: list[TrialSpec] = Field(min_length=1, max_length=64)
     window: DataWindow
-    regime: RegimeName
+    regime: Regime
     settings: BacktestSettingsModel
     objective: Objective
     min_trades: int
@@ -228,7 +272,7 @@ class JobCompleted(Message):
     job_id: str
     strategy: str
     dataset: DatasetKey
-    regime: RegimeName
+    regime: Regime
     optimizer: Optimizer
     seed: int
     objective: Objective

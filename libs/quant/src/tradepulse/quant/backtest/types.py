@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from functools import cached_property
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -36,8 +38,51 @@ MAX_SETTING = 1e12
 
 
 @dataclass(frozen=True)
+class Bound:
+    """The finite numbers a setting may take: from `low` to `high`, each end included unless
+    marked open. Every layer that checks a setting (the contracts, the HTTP API) builds its
+    check from this, so a value refused here is refused there first."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+
+    def admits(self, value: float) -> bool:
+        # Compared as given, so an int too large for a float is out of range, not an error.
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        ends = [
+            f"{end:g} excluded"
+            for end, open_ in ((self.low, self.low_open), (self.high, self.high_open))
+            if open_
+        ]
+        return f"between {self.low:g} and {self.high:g}" + (f" ({', '.join(ends)})" if ends else "")
+
+
+# Spec section 5 gives the defaults; the bounds are the core's reading of what the engine can
+# run: a positive capital, fees and slippage below the whole notional, and a risk and leverage
+# that may be 0 (no position) and are capped only to keep equity finite.
+SETTING_BOUNDS: Mapping[str, Bound] = MappingProxyType(
+    {
+        "initial_capital": Bound(0.0, MAX_SETTING, low_open=True),
+        "fee_rate": Bound(0.0, 1.0, high_open=True),
+        "slippage": Bound(0.0, 1.0, high_open=True),
+        "risk_per_trade": Bound(0.0, MAX_SETTING),
+        "max_leverage": Bound(0.0, MAX_SETTING),
+    }
+)
+
+
+@dataclass(frozen=True)
 class BacktestSettings:
-    """Execution settings (spec section 5). Fractions are of price or equity, not percent."""
+    """Execution settings (spec section 5). Fractions are of price or equity, not percent;
+    each must lie within its `SETTING_BOUNDS` entry."""
 
     initial_capital: float = 10000.0
     fee_rate: float = 0.001
@@ -50,15 +95,10 @@ class BacktestSettings:
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ParameterError(f.name, f"must be a number, got {value!r}")
-            if not math.isfinite(value) or not 0 <= value <= MAX_SETTING:
-                raise ParameterError(
-                    f.name, f"must be a number between 0 and {MAX_SETTING:g}, got {value!r}"
-                )
+            bound = SETTING_BOUNDS[f.name]
+            if not bound.admits(value):
+                raise ParameterError(f.name, f"must be a number {bound}, got {value!r}")
             object.__setattr__(self, f.name, float(value))
-        if self.initial_capital <= 0:
-            raise ParameterError("initial_capital", "must be > 0")
-        if self.slippage >= 1:
-            raise ParameterError("slippage", "must be a fraction below 1 (0.0005 is 5 bp)")
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> BacktestSettings:

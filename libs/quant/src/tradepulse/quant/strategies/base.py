@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, get_args, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -18,10 +18,7 @@ from tradepulse.quant.candles import Candles
 from tradepulse.quant.strategies.space import SearchSpace
 
 Regime = Literal["any", "bull", "bear", "sideways"]
-REGIMES: tuple[Regime, ...] = ("any", "bull", "bear", "sideways")
-
-LONG = 1
-SHORT = -1
+REGIMES: tuple[Regime, ...] = get_args(Regime)
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
-
-from tradepulse.quant.errors import ParameterError
 
 ParamKind = Literal["int", "float"]
 
@@ -76,18 +74,6 @@ class SearchSpace:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.params)
-
-    def check(self, values: Mapping[str, float | int]) -> None:
-        """Refuse values outside the space (what the API and optimizers accept)."""
-        for spec in self.params:
-            if spec.name not in values:
-                raise ParameterError(spec.name, "missing")
-            value = values[spec.name]
-            if not spec.contains(float(value)):
-                step = f" in steps of {spec.step:g}" if spec.step is not None else ""
-                raise ParameterError(
-                    spec.name, f"{value!r} is outside {spec.low:g}..{spec.high:g}{step}"
-                )
 
     def to_list(self) -> list[dict[str, object]]:
         return [p.to_dict() for p in self.params]

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
+from tradepulse.common.contracts.base import ID_PATTERN
 from tradepulse.common.contracts.registry import (
     ConfigReply,
     ConfigsReply,
@@ -23,7 +24,7 @@ from tradepulse.gateway.schemas.configs import ConfigOut, ConfigsPage, config_ou
 
 router = APIRouter(prefix="/api/v2/configs", tags=["configurations"])
 
-CONFIG_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+CONFIG_ID = re.compile(ID_PATTERN)
 # Per NATS request: a reply must stay under the 1 MB message limit.
 CONFIGS_PER_REQUEST = 200
 SortKey = Literal["sharpe_ratio", "net_profit", "total_trades", "created_at", "dsr", "pbo"]

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import get_args
-
 from fastapi import APIRouter
 
-from tradepulse.common.contracts.training import Optimizer
+from tradepulse.common.contracts.training import OPTIMIZERS
 from tradepulse.gateway.deps import ReadKeyDep
 from tradepulse.gateway.errors import ERRORS
 from tradepulse.gateway.schemas.system import ParamOut, StrategiesOut, StrategyOut
@@ -30,7 +28,7 @@ async def strategies(_: ReadKeyDep) -> StrategiesOut:
             )
             for name in sorted(STRATEGIES)
         ],
-        optimizers=list(get_args(Optimizer)),
+        optimizers=list(OPTIMIZERS),
         objectives=list(OBJECTIVES),
         regimes=list(REGIMES),
         metrics=list(METRIC_NAMES),

@@ -14,12 +14,18 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict
 
+from tradepulse.common.contracts.market import (
+    EXCHANGE_PATTERN,
+    SYMBOL_MAX_LENGTH,
+    SYMBOL_PATTERN,
+    TIMEFRAME_PATTERN,
+)
+from tradepulse.common.contracts.training import Seed as WireSeed
 from tradepulse.quant import STRATEGIES, CandleDataError, parse_timeframe
 
-MAX_SEED = 2**63 - 1
-EXCHANGE = re.compile(r"^[a-z0-9_.-]{1,64}$")
-SYMBOL = re.compile(r"^[A-Z0-9._-]+/[A-Z0-9._-]+(:[A-Z0-9._-]+)?$")
-TIMEFRAME = re.compile(r"^[1-9][0-9]{0,5}[mhdw]$")
+EXCHANGE = re.compile(EXCHANGE_PATTERN)
+SYMBOL = re.compile(SYMBOL_PATTERN)
+TIMEFRAME = re.compile(TIMEFRAME_PATTERN)
 
 
 def _strategy(value: str) -> str:
@@ -40,7 +46,7 @@ def _exchange(value: str) -> str:
 
 def _symbol(value: str) -> str:
     symbol = value.strip().upper()
-    if len(symbol) > 64 or not SYMBOL.match(symbol):
+    if len(symbol) > SYMBOL_MAX_LENGTH or not SYMBOL.match(symbol):
         raise ValueError(f"{value!r} is not a market symbol; write BASE/QUOTE, e.g. BTC/USDT")
     return symbol
 
@@ -73,7 +79,9 @@ ExchangeName = Annotated[
     str, Field(min_length=1, max_length=64, examples=["binanceus"]), AfterValidator(_exchange)
 ]
 Symbol = Annotated[
-    str, Field(min_length=3, max_length=64, examples=["BTC/USDT"]), AfterValidator(_symbol)
+    str,
+    Field(min_length=3, max_length=SYMBOL_MAX_LENGTH, examples=["BTC/USDT"]),
+    AfterValidator(_symbol),
 ]
 Timeframe = Annotated[
     str, Field(min_length=2, max_length=8, examples=["5m"]), AfterValidator(_timeframe)
@@ -84,7 +92,7 @@ Moment = Annotated[
     AfterValidator(_utc),
 ]
 StrictInt = Annotated[int, Strict()]
-Seed = Annotated[StrictInt, Field(ge=0, le=MAX_SEED)]
+Seed = Annotated[WireSeed, Strict()]
 
 
 def to_ms(moment: datetime | None) -> int | None:

@@ -5,25 +5,29 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tradepulse.common.contracts.market import DatasetKey
 from tradepulse.common.contracts.training import (
     DEFAULT_MAX_DISPERSION,
+    MAX_BATCH_SIZE,
+    MAX_ITERATIONS,
     MAX_PBO_BLOCKS,
+    MAX_SEED,
+    PREDECESSOR_PAYLOAD,
     BacktestSettingsModel,
     JobStatus,
     JobView,
     Objective,
     Optimizer,
-    RegimeName,
+    Regime,
     TrainingRequested,
     TrialView,
+    setting_field,
 )
 from tradepulse.gateway.schemas.common import (
-    MAX_SEED,
     Body,
     ExchangeName,
     Moment,
@@ -39,40 +43,31 @@ from tradepulse.gateway.schemas.validation import ValidationOut, validation_out
 
 MAX_SEEDS = 100
 
-PREDECESSOR_EXAMPLE: dict[str, Any] = {
-    "strategy": "LIQUIDITY_SWEEP",
-    "symbol": "BTC/USDT",
-    "exchange": "binanceus",
-    "timeframe": "5m",
-    "regime": "sideways",
-    "optimizer": "random",
-    "n_iterations": 20,
-    "lookback_candles": 1000,
-    "seed": 12345,
-}
-
 
 class BacktestSettingsBody(Body):
-    initial_capital: float = Field(default=10000.0, gt=0, le=1e15, allow_inf_nan=False)
-    fee_rate: float = Field(default=0.001, ge=0, lt=1, allow_inf_nan=False)
-    slippage: float = Field(default=0.0005, ge=0, lt=1, allow_inf_nan=False)
-    risk_per_trade: float = Field(default=0.01, gt=0, le=1, allow_inf_nan=False)
-    max_leverage: float = Field(default=3.0, gt=0, le=100, allow_inf_nan=False)
+    """The backtest settings with the quant core's defaults and bounds (`SETTING_BOUNDS`), so
+    that every value the core would refuse is refused here, naming the field."""
+
+    initial_capital: float = setting_field("initial_capital")
+    fee_rate: float = setting_field("fee_rate")
+    slippage: float = setting_field("slippage")
+    risk_per_trade: float = setting_field("risk_per_trade")
+    max_leverage: float = setting_field("max_leverage")
 
 
 class TrainingBody(Body):
     """A training job. The predecessor's payload is accepted unchanged; the window is either
     the last `lookback_candles` candles or the candles between `start` and `end`."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [PREDECESSOR_EXAMPLE]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [PREDECESSOR_PAYLOAD]})
 
     strategy: StrategyName = "LIQUIDITY_SWEEP"
     symbol: Symbol
     exchange: ExchangeName
     timeframe: Timeframe
-    regime: RegimeName = "any"
+    regime: Regime = "any"
     optimizer: Optimizer = "random"
-    n_iterations: Annotated[StrictInt, Field(ge=1, le=100_000)]
+    n_iterations: Annotated[StrictInt, Field(ge=1, le=MAX_ITERATIONS)]
     lookback_candles: Annotated[StrictInt, Field(ge=1, le=100_000_000)] | None = None
     start: Moment | None = None
     end: Moment | None = None
@@ -80,7 +75,7 @@ class TrainingBody(Body):
     objective: Objective = "sharpe_ratio"
     min_trades: Annotated[StrictInt, Field(ge=0, le=100_000_000)] = 1
     settings: BacktestSettingsBody = Field(default_factory=BacktestSettingsBody)
-    batch_size: Annotated[StrictInt, Field(ge=1, le=1024)] | None = None
+    batch_size: Annotated[StrictInt, Field(ge=1, le=MAX_BATCH_SIZE)] | None = None
     pbo_blocks: Annotated[
         StrictInt,
         Field(
@@ -151,7 +146,7 @@ class EnsembleBody(TrainingBody):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{**PREDECESSOR_EXAMPLE, "seed": 1, "n_seeds": 5}]},
+        json_schema_extra={"examples": [{**PREDECESSOR_PAYLOAD, "seed": 1, "n_seeds": 5}]},
     )
 
     seeds: Annotated[list[Seed], Field(min_length=2, max_length=MAX_SEEDS)] | None = None
