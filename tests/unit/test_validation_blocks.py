@@ -49,6 +49,13 @@ def test_trade_bars_only_by_hand() -> None:
     assert s1.tolist() == [b, 0.0, 0.0, -0.25, 0.0, 0.0]
 
 
+def test_a_backtest_without_trades_has_zero_sums() -> None:
+    result = hand_result([10.0] * 50, [], trade_from=3)
+    s1, s2 = result_block_sums(result, 16)
+    assert s1.tolist() == [0.0] * 16
+    assert s2.tolist() == [0.0] * 16
+
+
 def test_a_trade_inside_the_dropped_returns_counts_only_after_them() -> None:
     equity = [10.0, 11.0, 12.0, 13.0, 13.0]  # T = 4; S = 2: no drop. S = 4: B = 1.
     result = hand_result(equity, [(1, 3)], trade_from=0)

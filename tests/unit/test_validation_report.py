@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
@@ -58,6 +59,7 @@ def test_report_assembles_sections_1_and_2() -> None:
     expected = pbo(m, 8)
     assert expected is not None
     assert rep["pbo"] == expected.to_dict()
+    assert json.loads(json.dumps(rep, allow_nan=False)) == rep
 
 
 def test_no_usable_trial_leaves_sections_1_and_2_null() -> None:

@@ -100,7 +100,9 @@ def result_block_sums(result: BacktestResult, blocks: int = 16) -> tuple[FloatAr
     return _trade_block_sums_nb(e, result.trade_ints, trade_from, dropped, b, blocks)
 
 
-@njit(cache=True)
+# error_model="numpy": no zero-division checks in the per-bar loop (block_len > 0 there; an
+# equity of 0 divides as LS section 6 says, to inf or NaN).
+@njit(cache=True, error_model="numpy")
 def _trade_block_sums_nb(
     equity: FloatArray,
     trade_ints: IntArray,
@@ -113,14 +115,25 @@ def _trade_block_sums_nb(
     s2 = np.zeros(blocks)
     if block_len == 0:
         return s1, s2
-    # Return position p (0-based over T) is equity index p + 1.
+    # Return position p (0-based over T) is equity index p + 1; block b holds equity
+    # indices first + b*B .. first + (b+1)*B - 1.
     first = dropped + 1
     for t in range(trade_ints.shape[0]):
-        lo = max(trade_ints[t, T_ENTRY_BAR] - trade_from, first)
+        k = max(trade_ints[t, T_ENTRY_BAR] - trade_from, first)
         hi = trade_ints[t, T_EXIT_BAR] - trade_from
-        for k in range(lo, hi + 1):
-            r = equity[k] / equity[k - 1] - 1.0
+        while k <= hi:
             blk = (k - first) // block_len
-            s1[blk] += r
-            s2[blk] += r * r
+            end = min(hi, first + (blk + 1) * block_len - 1)
+            a1 = s1[blk]
+            a2 = s2[blk]
+            prev = equity[k - 1]
+            while k <= end:
+                e = equity[k]
+                r = e / prev - 1.0
+                a1 += r
+                a2 += r * r
+                prev = e
+                k += 1
+            s1[blk] = a1
+            s2[blk] = a2
     return s1, s2
