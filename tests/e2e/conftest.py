@@ -22,7 +22,9 @@ from typing import Any
 import httpx
 
 from tests.integration.conftest import database, env, names
+from tests.support.polling import wait_until
 from tradepulse.common.contracts.subjects import Names
+from tradepulse.common.contracts.training import TERMINAL_STATUSES
 
 __all__ = ["database", "env", "names"]
 
@@ -115,25 +117,23 @@ async def running_gateway(
 
 
 async def wait_ready(gateway: RunningGateway, within: float = READY_WITHIN_S) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    last = "no answer"
     async with httpx.AsyncClient(base_url=gateway.url, timeout=5) as client:
-        while True:
+
+        async def readiness() -> str:
+            """'ready', or what the gateway answered instead."""
             if gateway.process.returncode is not None:
                 raise AssertionError(
                     f"the gateway exited with {gateway.process.returncode}:\n{tail(gateway.log_path)}"
                 )
             try:
                 reply = await client.get("/ready")
-                if reply.status_code == 200:
-                    return
-                last = reply.text
             except httpx.TransportError as exc:
-                last = repr(exc)
-            if loop.time() > deadline:
-                raise AssertionError(f"gateway not ready after {within} s: {last}")
-            await asyncio.sleep(0.1)
+                return repr(exc)
+            return "ready" if reply.status_code == 200 else reply.text
+
+        await wait_until(
+            readiness, within=within, message="the gateway ready", until=lambda r: r == "ready"
+        )
 
 
 async def upload_candles(
@@ -152,14 +152,22 @@ async def upload_candles(
             data={"exchange": exchange, "symbol": symbol, "timeframe": timeframe},
         )
     assert reply.status_code in (200, 202), reply.text
-    outcome: dict[str, Any] = reply.json()
-    deadline = asyncio.get_running_loop().time() + 60
-    while outcome["status"] == "pending":
-        assert asyncio.get_running_loop().time() < deadline, outcome
-        await asyncio.sleep(0.1)
-        polled = await client.get(f"/api/v2/data/ingest/{outcome['request_id']}")
+    first: dict[str, Any] = reply.json()
+
+    async def poll() -> dict[str, Any]:
+        polled = await client.get(f"/api/v2/data/ingest/{first['request_id']}")
         assert polled.status_code == 200, polled.text
-        outcome = polled.json()
+        answer: dict[str, Any] = polled.json()
+        return answer
+
+    outcome = first
+    if outcome["status"] == "pending":
+        outcome = await wait_until(
+            poll,
+            within=60,
+            message="the import's outcome",
+            until=lambda o: o["status"] != "pending",
+        )
     assert outcome["status"] == "succeeded", outcome
     return outcome
 
@@ -167,19 +175,21 @@ async def upload_candles(
 async def wait_job(
     client: httpx.AsyncClient,
     job_id: str,
-    statuses: tuple[str, ...] = ("completed", "failed", "cancelled"),
+    statuses: tuple[str, ...] = tuple(TERMINAL_STATUSES),
     within: float = 120,
 ) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
+    async def poll() -> dict[str, Any]:
         reply = await client.get(f"/api/v2/training/job/{job_id}")
         assert reply.status_code == 200, reply.text
         job: dict[str, Any] = reply.json()
-        if job["status"] in statuses:
-            return job
-        assert loop.time() < deadline, f"job {job_id} not in {statuses} after {within} s: {job}"
-        await asyncio.sleep(0.1)
+        return job
+
+    return await wait_until(
+        poll,
+        within=within,
+        message=f"job {job_id} in {statuses}",
+        until=lambda job: job["status"] in statuses,
+    )
 
 
 async def all_trials(client: httpx.AsyncClient, job_id: str) -> list[dict[str, Any]]:

@@ -15,6 +15,9 @@ import pytest
 
 from tests.integration.conftest import Env
 from tests.integration.flows import excerpt, running_system
+from tests.support.bus import wait_drained
+from tests.support.polling import wait_until
+from tradepulse.common.bus import connect
 from tradepulse.common.contracts.training import PREDECESSOR_PAYLOAD
 
 from .conftest import (
@@ -54,16 +57,17 @@ async def start(client: httpx.AsyncClient, payload: dict[str, Any]) -> str:
 
 async def config_of(client: httpx.AsyncClient, job_id: str, within: float = 30) -> dict[str, Any]:
     """The job's configuration, once the registry has made it (GET job shows its id)."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
+
+    async def config_id() -> str | None:
         job = (await client.get(f"/api/v2/training/job/{job_id}")).json()
-        if job["config_id"] is not None:
-            reply = await client.get(f"/api/v2/configs/{job['config_id']}")
-            assert reply.status_code == 200, reply.text
-            config: dict[str, Any] = reply.json()
-            return config
-        assert asyncio.get_running_loop().time() < deadline, f"no configuration for {job_id}"
-        await asyncio.sleep(0.1)
+        made: str | None = job["config_id"]
+        return made
+
+    made = await wait_until(config_id, within=within, message=f"a configuration for {job_id}")
+    reply = await client.get(f"/api/v2/configs/{made}")
+    assert reply.status_code == 200, reply.text
+    config: dict[str, Any] = reply.json()
+    return config
 
 
 async def sse_events(
@@ -238,13 +242,18 @@ async def test_live_progress_cancel_and_ensemble(
                 "batch_size": 16,
             },
         )
-        deadline = time.monotonic() + 60
-        while True:
-            job = (await client.get(f"/api/v2/training/job/{long_job}")).json()
-            if job["status"] == "running" and job["trials_done"] >= 32:
-                break
-            assert time.monotonic() < deadline, job
-            await asyncio.sleep(0.05)
+
+        async def long_job_state() -> dict[str, Any]:
+            state: dict[str, Any] = (await client.get(f"/api/v2/training/job/{long_job}")).json()
+            return state
+
+        await wait_until(
+            long_job_state,
+            within=60,
+            interval=0.05,
+            message="the long job running with 32 trials done",
+            until=lambda job: job["status"] == "running" and job["trials_done"] >= 32,
+        )
         sent = time.monotonic()
         reply = await client.post(f"/api/v2/training/job/{long_job}/cancel")
         took = time.monotonic() - sent
@@ -254,7 +263,14 @@ async def test_live_progress_cancel_and_ensemble(
         stored = (
             await client.get(f"/api/v2/training/job/{long_job}/trials", params={"limit": 1})
         ).json()["total"]
-        await asyncio.sleep(1.0)
+        # Once the trials queue is drained, whatever was sent before the cancel is stored or
+        # dropped: the count read next is final.
+        bus = await connect(env.nats_url, "test-drain")
+        try:
+            n = env.names
+            await wait_drained(bus.jetstream(), [(n.trials_stream, n.trainer_trials_durable)])
+        finally:
+            await bus.close()
         later = (
             await client.get(f"/api/v2/training/job/{long_job}/trials", params={"limit": 1})
         ).json()["total"]

@@ -17,6 +17,7 @@ from typing import Any
 
 from tests.integration.conftest import NATS_URL
 from tests.integration.flows import running_system
+from tests.support.polling import wait_until
 from tradepulse.cli.embedded import free_port as any_free_port
 from tradepulse.cli.gateway_access import wait_http_ready
 from tradepulse.common.contracts.subjects import Names
@@ -117,16 +118,20 @@ async def test_ingest_train_follow_list_and_cancel_through_the_cli(
         assert match, submitted.out
         job_id = match.group(1)
 
-        deadline = asyncio.get_running_loop().time() + 60
-        while True:
+        async def shown_job() -> dict[str, Any]:
             shown = await tradepulse("job", job_id, "--json", env=env)
             assert shown.code == 0, shown.err
-            job = shown.json()
-            if job["status"] == "completed" and job["config_id"]:
-                break
-            assert job["status"] in ("queued", "running", "completed"), job
-            assert asyncio.get_running_loop().time() < deadline, job
-            await asyncio.sleep(0.3)
+            state: dict[str, Any] = shown.json()
+            assert state["status"] in ("queued", "running", "completed"), state
+            return state
+
+        job = await wait_until(
+            shown_job,
+            within=60,
+            interval=0.3,
+            message=f"job {job_id} completed with a configuration",
+            until=lambda state: state["status"] == "completed" and bool(state["config_id"]),
+        )
         assert (job["trials_done"], job["progress"], job["seed"]) == (40, 100.0, 12345)
         config_id = job["config_id"]
 
@@ -200,10 +205,18 @@ async def test_ingest_train_follow_list_and_cancel_through_the_cli(
         cancelled = await tradepulse("cancel", long_id, env=env)
         assert cancelled.code == 0, cancelled.err
         assert long_id in cancelled.out
-        deadline = asyncio.get_running_loop().time() + 20
-        while (await tradepulse("job", long_id, "--json", env=env)).json()["status"] != "cancelled":
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.3)
+
+        async def long_status() -> str:
+            status: str = (await tradepulse("job", long_id, "--json", env=env)).json()["status"]
+            return status
+
+        await wait_until(
+            long_status,
+            within=20,
+            interval=0.3,
+            message=f"job {long_id} cancelled",
+            until=lambda status: status == "cancelled",
+        )
 
         # Refusals, each one line naming the problem, no traceback.
         bad_key, no_key, unknown, too_long, again = await asyncio.gather(

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from tests.integration.conftest import NATS_URL
+from tests.support.polling import wait_until
 from tradepulse.cli.embedded import pid_alive, port_is_free
 from tradepulse.common.contracts.subjects import Names
 
@@ -118,10 +119,13 @@ async def test_an_interrupted_demo_stops_everything_it_started(
                 line = (await demo.stdout.readline()).decode()
                 assert line, f"the demo ended early: {''.join(seen)}"
                 seen.append(line)
-            while True:
-                if len(processes_of(names.prefix)) == 5:
-                    break
-                await asyncio.sleep(0.05)
+
+            async def all_five_up() -> bool:
+                return len(processes_of(names.prefix)) == 5
+
+            await wait_until(
+                all_five_up, within=60, interval=0.05, message="the demo's five processes"
+            )
         demo.send_signal(signal.SIGINT)
         async with asyncio.timeout(30):
             _, raw_err = await demo.communicate()

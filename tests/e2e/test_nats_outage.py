@@ -7,7 +7,6 @@ the outage lasts; a supervised server would be restarted within half a second.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import httpx
 
 from tests.integration.conftest import Env
 from tests.integration.flows import excerpt, running_system
+from tests.support.polling import wait_until
 from tradepulse.cli.embedded import NatsServer, free_port
 from tradepulse.common.contracts.training import PREDECESSOR_PAYLOAD
 
@@ -24,10 +24,10 @@ START = "/api/v2/training/start"
 
 
 async def wait_ready(client: httpx.AsyncClient, within: float = 60) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while (await client.get("/ready")).status_code != 200:
-        assert asyncio.get_running_loop().time() < deadline, "the system did not come back"
-        await asyncio.sleep(0.2)
+    async def ready() -> bool:
+        return (await client.get("/ready")).status_code == 200
+
+    await wait_until(ready, within=within, interval=0.2, message="the system back")
 
 
 async def test_nats_down_means_503_and_nothing_stored_then_jobs_run_again(

@@ -4,7 +4,6 @@ backtest of the selected trial; ensembles report convergence; bad ensembles chan
 
 from __future__ import annotations
 
-import asyncio
 import math
 from pathlib import Path
 from typing import Any
@@ -14,12 +13,14 @@ import pytest
 
 from tests.integration.conftest import Env
 from tests.integration.flows import excerpt, running_system
+from tests.support.polling import wait_until
 from tradepulse.common.contracts.training import PREDECESSOR_PAYLOAD
 from tradepulse.quant import BacktestSettings, get_strategy, last_window, load_candles, run_backtest
 from tradepulse.quant.metrics import periods_per_year
 from tradepulse.quant.validation import deflated_sharpe, result_returns
 
 from .conftest import all_trials, running_gateway, upload_candles, wait_job
+from .test_api import config_of
 from .test_bad_requests import jetstream_counts
 
 ENSEMBLE = "/api/v2/training/ensemble"
@@ -33,29 +34,20 @@ def quick_redelivery(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRAINER_LEASE_SECONDS", "4")
 
 
-async def config_of(client: httpx.AsyncClient, job_id: str, within: float = 30) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        job = (await client.get(f"/api/v2/training/job/{job_id}")).json()
-        if job["config_id"] is not None:
-            reply = await client.get(f"/api/v2/configs/{job['config_id']}")
-            assert reply.status_code == 200, reply.text
-            config: dict[str, Any] = reply.json()
-            return config
-        assert asyncio.get_running_loop().time() < deadline, f"no configuration for {job_id}"
-        await asyncio.sleep(0.1)
-
-
 async def wait_ensemble(client: httpx.AsyncClient, ensemble_id: str) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + 120
-    while True:
+    async def poll() -> dict[str, Any]:
         reply = await client.get(f"{ENSEMBLE}/{ensemble_id}")
         assert reply.status_code == 200, reply.text
         view: dict[str, Any] = reply.json()
-        if view["status"] == "ended":
-            return view
-        assert asyncio.get_running_loop().time() < deadline, view
-        await asyncio.sleep(0.2)
+        return view
+
+    return await wait_until(
+        poll,
+        within=120,
+        message=f"ensemble {ensemble_id} to end",
+        interval=0.2,
+        until=lambda view: view["status"] == "ended",
+    )
 
 
 def selected_returns(data: Path, job: dict[str, Any], params: dict[str, Any]) -> Any:

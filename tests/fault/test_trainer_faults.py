@@ -18,16 +18,19 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from tests.support.bus import wait_drained
+from tests.support.polling import wait_until
 from tradepulse.common.bus import connect, publish
 from tradepulse.common.contracts.training import (
     DataWindow,
     JobView,
     TrainingRequested,
     TrialSpec,
+    TrialView,
     TrialWork,
 )
 
-from ..integration.conftest import Env
+from ..integration.conftest import Env, SystemWithCandles
 from ..integration.flows import Client, excerpt, outcome, running_system, training_request
 
 pytestmark = pytest.mark.usefixtures("quick_redelivery")
@@ -109,16 +112,10 @@ async def test_killing_the_replica_holding_a_job_changes_nothing(
 
 
 async def test_duplicated_messages_store_nothing_twice(
-    env: Env, tmp_path: Path, shared_candles_path: Path
+    system_with_candles: SystemWithCandles, env: Env
 ) -> None:
-    data = excerpt(shared_candles_path, 8_000, tmp_path / "btc.csv")
-    async with (
-        running_system(
-            tmp_path, env.names, trainers=2, nats_url=env.nats_url, database_url=env.database_url
-        ),
-        Client.connect(env.nats_url, env.names) as client,
-    ):
-        await client.ingest_file(data)
+    async with system_with_candles(rows=8_000, trainers=2) as running:
+        client = running.client
         job = request(optimizer="random", n_iterations=48)
         # The same job twice as two distinct messages (not a JetStream duplicate): a client
         # retrying after a lost reply.
@@ -134,7 +131,17 @@ async def test_duplicated_messages_store_nothing_twice(
         replay = work_item(job, config.window, TrialSpec(number=3, params=first[3][1]))
         await publish(client.js, client.names.trial_work, replay)
         await client.submit(job.model_copy(update={"message_id": uuid.uuid4().hex}))
-        await asyncio.sleep(2.0)  # give the duplicates time to be (not) applied
+        # Both duplicates handled: every consumer that could apply them has acked them all.
+        n = client.names
+        await wait_drained(
+            client.js,
+            [
+                (n.trials_stream, n.trainer_trials_durable),
+                (n.jobs_stream, n.trainer_intake_durable),
+                (n.jobs_stream, n.trainer_jobs_durable),
+                (n.events_stream, n.registry_jobs_durable),
+            ],
+        )
 
         assert outcome(await client.trials(job.job_id)) == first
         assert (await client.config_for_job(job.job_id)).config_id == config.config_id
@@ -159,19 +166,13 @@ async def test_duplicated_messages_store_nothing_twice(
 
 
 async def test_a_job_resumed_with_every_trial_stored_completes_with_its_best(
-    env: Env, tmp_path: Path, shared_candles_path: Path
+    system_with_candles: SystemWithCandles, env: Env
 ) -> None:
     """The holder died after the workers had stored every trial but before it told the last
     batch: the replica that takes the job over has nothing left to run, and must still record
     the best trial and the count before it completes the job."""
-    data = excerpt(shared_candles_path, 8_000, tmp_path / "btc.csv")
-    async with (
-        running_system(
-            tmp_path, env.names, trainers=1, nats_url=env.nats_url, database_url=env.database_url
-        ),
-        Client.connect(env.nats_url, env.names) as client,
-    ):
-        await client.ingest_file(data)
+    async with system_with_candles(rows=8_000, trainers=1) as running:
+        client = running.client
         job = request(optimizer="random", n_iterations=48)
         await client.submit(job)
         done = await client.wait_job(job.job_id)
@@ -191,15 +192,14 @@ async def test_a_job_resumed_with_every_trial_stored_completes_with_its_best(
             await conn.close()
         await client.submit(job.model_copy(update={"message_id": uuid.uuid4().hex}))
 
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 60
-        while True:
-            view = await client.job(job.job_id)
-            assert view is not None
-            if view.status != "running" and view.best_trial is not None:
-                break
-            assert loop.time() < deadline, view
-            await asyncio.sleep(0.2)
+        view = await wait_until(
+            lambda: client.job(job.job_id),
+            within=60,
+            interval=0.2,
+            message="the job taken over and ended with its best trial",
+            until=lambda v: v is not None and v.status != "running" and v.best_trial is not None,
+        )
+        assert view is not None
         assert view.status == "completed", view.error
         assert (view.best_trial, view.best_value) == (done.best_trial, done.best_value)
         assert (view.trials_done, view.progress) == (48, 100.0)
@@ -209,20 +209,14 @@ async def test_a_job_resumed_with_every_trial_stored_completes_with_its_best(
 
 
 async def test_a_work_item_that_crashes_its_evaluation_fails_its_trials_and_nothing_else(
-    env: Env, tmp_path: Path, shared_candles_path: Path, monkeypatch: pytest.MonkeyPatch
+    system_with_candles: SystemWithCandles, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An exception the trainer does not expect (here an IndexError from a window outside the
     snapshot) must not end the replica's trial loop: the item is retried, then its trials are
     stored as failed with the reason, and the replica goes on with other work."""
     monkeypatch.setenv("TRAINER_TRIAL_MAX_DELIVER", "2")
-    data = excerpt(shared_candles_path, 8_000, tmp_path / "btc.csv")
-    async with (
-        running_system(
-            tmp_path, env.names, trainers=1, nats_url=env.nats_url, database_url=env.database_url
-        ),
-        Client.connect(env.nats_url, env.names) as client,
-    ):
-        await client.ingest_file(data)
+    async with system_with_candles(rows=8_000, trainers=1) as running:
+        client = running.client
         first = request(optimizer="random", n_iterations=16)
         await client.submit(first)
         assert (await client.wait_job(first.job_id)).status == "completed"
@@ -234,11 +228,13 @@ async def test_a_work_item_that_crashes_its_evaluation_fails_its_trials_and_noth
             TrialSpec(number=900, params=config.params),
         )
         await publish(client.js, client.names.trial_work, poisoned)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 60
-        while not (failed := [t for t in await client.trials(first.job_id) if t.number == 900]):
-            assert loop.time() < deadline, "the crashing item was never given up"
-            await asyncio.sleep(0.3)
+
+        async def trial_900() -> list[TrialView]:
+            return [t for t in await client.trials(first.job_id) if t.number == 900]
+
+        failed = await wait_until(
+            trial_900, within=60, interval=0.3, message="the crashing item given up"
+        )
         assert failed[0].state == "failed"
         # At least 2 deliveries: on a slow machine the first can outlast the ack wait and be
         # delivered once more meanwhile.

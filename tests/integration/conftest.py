@@ -10,12 +10,18 @@ import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 import asyncpg
 import pytest
 
+from tests.integration.flows import Client, excerpt, running_system
+from tradepulse.cli.supervisor import System
 from tradepulse.common.bus import connect, ensure_streams, stream_configs
+from tradepulse.common.contracts.market import CandlesIngested
 from tradepulse.common.contracts.subjects import Names
 
 NATS_URL = os.environ.get("TEST_NATS_URL", "nats://127.0.0.1:4222")
@@ -92,3 +98,47 @@ def quick_redelivery(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRAINER_JOB_ACK_WAIT", "3")
     monkeypatch.setenv("TRAINER_TRIAL_ACK_WAIT", "3")
     monkeypatch.setenv("TRAINER_LEASE_SECONDS", "4")
+
+
+@dataclass(frozen=True)
+class CandleSystem:
+    system: System
+    client: Client
+    ingested: CandlesIngested
+
+
+class SystemWithCandles(Protocol):
+    def __call__(
+        self, *, rows: int | None, trainers: int = 1
+    ) -> AbstractAsyncContextManager[CandleSystem]: ...
+
+
+@pytest.fixture
+def system_with_candles(env: Env, tmp_path: Path, shared_candles_path: Path) -> SystemWithCandles:
+    """A running system with candles: `async with system_with_candles(rows=8_000, trainers=2)
+    as s:` starts ingest, registry and `trainers` trainers in the test's namespace and
+    database, and ingests the first `rows` BTC candles of the shared file (all of it when
+    `rows` is None) before the body runs. Variables set with monkeypatch before the call
+    reach the services."""
+
+    @asynccontextmanager
+    async def start(*, rows: int | None, trainers: int = 1) -> AsyncIterator[CandleSystem]:
+        data = (
+            shared_candles_path
+            if rows is None
+            else excerpt(shared_candles_path, rows, tmp_path / f"btc-{rows}.csv")
+        )
+        async with (
+            running_system(
+                tmp_path,
+                env.names,
+                trainers=trainers,
+                nats_url=env.nats_url,
+                database_url=env.database_url,
+            ) as system,
+            Client.connect(env.nats_url, env.names) as client,
+        ):
+            ingested = await client.ingest_file(data)
+            yield CandleSystem(system, client, ingested)
+
+    return start

@@ -16,6 +16,7 @@ from typing import Any
 
 from nats.aio.client import Client as NatsClient
 
+from tests.support.polling import wait_until
 from tradepulse.cli.supervisor import Config, ServiceSpec, System
 from tradepulse.common.bus import connect, publish
 from tradepulse.common.contracts.market import (
@@ -27,6 +28,7 @@ from tradepulse.common.contracts.market import (
 from tradepulse.common.contracts.registry import ConfigReply, ConfigView, GetConfig
 from tradepulse.common.contracts.subjects import Names
 from tradepulse.common.contracts.training import (
+    TERMINAL_STATUSES,
     GetJob,
     JobReply,
     JobView,
@@ -137,34 +139,38 @@ class Client:
         self,
         job_id: str,
         *,
-        statuses: tuple[str, ...] = ("completed", "failed", "cancelled"),
+        statuses: tuple[str, ...] = tuple(TERMINAL_STATUSES),
         within: float = 120,
     ) -> JobView:
-        deadline = asyncio.get_running_loop().time() + within
-        while True:
+        async def probe() -> JobView | None:
             try:
-                view = await self.job(job_id)
+                return await self.job(job_id)
             except (TimeoutError, OSError):
-                view = None  # a trainer restarting; ask again
+                return None  # a trainer restarting; ask again
             except Exception as exc:
                 if "no responders" not in str(exc).lower() and "timeout" not in str(exc).lower():
                     raise
-                view = None
-            if view is not None and view.status in statuses:
-                return view
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"job {job_id} not in {statuses} after {within} s: {view}")
-            await asyncio.sleep(0.1)
+                return None
+
+        view = await wait_until(
+            probe,
+            within=within,
+            message=f"job {job_id} in {statuses}",
+            until=lambda v: v is not None and v.status in statuses,
+        )
+        assert view is not None
+        return view
 
     async def wait_trials_done(self, job_id: str, at_least: int, within: float = 60) -> JobView:
-        deadline = asyncio.get_running_loop().time() + within
-        while True:
-            view = await self.job(job_id)
-            if view is not None and view.trials_done >= at_least:
-                return view
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"job {job_id} did not reach {at_least} trials: {view}")
-            await asyncio.sleep(0.02)
+        view = await wait_until(
+            lambda: self.job(job_id),
+            within=within,
+            interval=0.02,
+            message=f"job {job_id} with {at_least} trials done",
+            until=lambda v: v is not None and v.trials_done >= at_least,
+        )
+        assert view is not None
+        return view
 
     async def trials(self, job_id: str) -> list[TrialView]:
         out: list[TrialView] = []
@@ -180,17 +186,15 @@ class Client:
                 return out
 
     async def config_for_job(self, job_id: str, within: float = 30) -> ConfigView:
-        deadline = asyncio.get_running_loop().time() + within
-        while True:
+        async def probe() -> ConfigView | None:
             reply = await self.nc.request(
                 self.names.get_config, GetConfig(job_id=job_id).to_bytes(), timeout=10
             )
-            config = ConfigReply.from_bytes(reply.data).config
-            if config is not None:
-                return config
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"no configuration for job {job_id} after {within} s")
-            await asyncio.sleep(0.1)
+            return ConfigReply.from_bytes(reply.data).config
+
+        config = await wait_until(probe, within=within, message=f"a configuration for job {job_id}")
+        assert config is not None
+        return config
 
 
 def training_request(**fields: object) -> TrainingRequested:

@@ -26,6 +26,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js.errors import ObjectNotFoundError
 from prometheus_client import CollectorRegistry
 
+from tests.support.polling import wait_until
 from tradepulse.common.bus import connect, publish
 from tradepulse.common.contracts.base import ErrorReply
 from tradepulse.common.contracts.market import (
@@ -155,17 +156,13 @@ async def db(env: Env) -> AsyncIterator[asyncpg.Connection]:
 
 
 async def _wait_ready(nc: NatsClient, names: Names, within_s: float = 60.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within_s
-    while True:
+    async def answer() -> bytes | None:
         try:
-            reply = await nc.request(names.ping("ingest"), b"", timeout=0.5)
+            return (await nc.request(names.ping("ingest"), b"", timeout=0.5)).data
         except Exception:  # no responder yet, or a timeout: the service is still starting
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.1)
-        else:
-            assert reply.data == b"pong"
-            return
+            return None
+
+    assert await wait_until(answer, within=within_s, message="ingest to answer ping") == b"pong"
 
 
 @pytest.fixture

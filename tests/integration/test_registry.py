@@ -26,6 +26,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
+from tests.support.polling import wait_until
 from tradepulse.common.bus import connect, publish
 from tradepulse.common.contracts.base import Message
 from tradepulse.common.contracts.market import DatasetKey
@@ -55,7 +56,6 @@ from .conftest import NATS_URL, Env
 
 pytestmark = pytest.mark.integration
 
-T = TypeVar("T")
 R = TypeVar("R", bound=Message)
 
 FIRST_MS = 1_640_995_200_000  # 2022-01-01T00:00:00Z
@@ -145,18 +145,6 @@ def job_completed(
 def exact(values: dict[str, Any]) -> list[tuple[str, str, str]]:
     """Values with their types and reprs: -0.0 != 0.0 and 1e16 != 10**16 here."""
     return [(k, type(v).__name__, repr(v)) for k, v in values.items()]
-
-
-async def until(check: Callable[[], Awaitable[T | None]], what: str, within: float = 15.0) -> T:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        result = await check()
-        if result:
-            return result
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {within} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @dataclass
@@ -258,7 +246,7 @@ async def running_registry(env: Env, log_path: Path) -> AsyncIterator[Client]:
                     except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
                         return False
 
-                await until(answers_ping, "the registry to answer ping", within=30.0)
+                await wait_until(answers_ping, within=30.0, message="the registry to answer ping")
                 yield c
             proc.send_signal(signal.SIGTERM)
             returncode = await asyncio.wait_for(proc.wait(), 20.0)
@@ -279,7 +267,11 @@ async def test_a_finished_job_becomes_a_configuration_and_is_announced(
         await c.publish_job(many)
 
         for event, status in ((few, "DISCOVERY"), (many, "CANDIDATE")):
-            config = await until(partial(c.config, event.job_id), f"{event.job_id}'s configuration")
+            config = await wait_until(
+                partial(c.config, event.job_id),
+                within=15.0,
+                message=f"{event.job_id}'s configuration",
+            )
             assert (
                 config.config_id == "cfg_" + hashlib.sha256(event.job_id.encode()).hexdigest()[:16]
             )
@@ -318,7 +310,9 @@ async def test_a_finished_job_becomes_a_configuration_and_is_announced(
             found = await c.promotions()
             return found if len(found) == 2 else []
 
-        announced = await until(both_announced, "two ConfigPromoted events")
+        announced = await wait_until(
+            both_announced, within=15.0, message="two ConfigPromoted events"
+        )
         by_job = {p.job_id: (msg_id, p) for msg_id, p in announced}
         for event, status in ((few, "DISCOVERY"), (many, "CANDIDATE")):
             msg_id, promoted = by_job[event.job_id]
@@ -348,7 +342,11 @@ async def test_the_same_job_twice_is_one_configuration_and_one_event(
             env.names.job_completed, b'{"job_id": "half"}', headers={"Nats-Msg-Id": "broken"}
         )
         last = await c.publish_job(again)
-        await until(lambda: c.jobs_consumed_through(last), "the registry to settle all three")
+        await wait_until(
+            lambda: c.jobs_consumed_through(last),
+            within=15.0,
+            message="the registry to settle all three",
+        )
 
         listed = await c.configs()
         assert listed.total == 1
@@ -375,7 +373,7 @@ async def test_list_filters_sorts_and_pages(env: Env, tmp_path: Path) -> None:
         async def all_stored() -> bool:
             return (await c.configs()).total == len(events)
 
-        await until(all_stored, "five configurations")
+        await wait_until(all_stored, within=15.0, message="five configurations")
 
         assert sorted(await c.job_ids(status="CANDIDATE")) == ["a", "c", "d"]
         assert sorted(await c.job_ids(status="DISCOVERY")) == ["b", "e"]
@@ -452,7 +450,7 @@ async def test_configs_keep_the_report_and_filter_and_sort_by_dsr_and_pbo(
         async def all_stored() -> bool:
             return (await c.configs()).total == len(reports)
 
-        await until(all_stored, "five configurations")
+        await wait_until(all_stored, within=15.0, message="five configurations")
         for job_id, validation in reports.items():
             config = await c.config(job_id)
             assert config is not None
@@ -505,7 +503,7 @@ async def test_an_event_from_a_newer_producer_waits_instead_of_being_dropped(
         async def handled() -> bool:
             return "job_completed_newer_schema" in await asyncio.to_thread(log_path.read_text)
 
-        await until(handled, "the registry to put the event back")
+        await wait_until(handled, within=15.0, message="the registry to put the event back")
         info = await c.js.consumer_info(env.names.events_stream, env.names.registry_jobs_durable)
         # Held for redelivery (to an upgraded replica), neither acknowledged nor terminated.
         assert info.num_ack_pending == 1
@@ -613,7 +611,9 @@ async def test_the_service_publishes_at_start_what_a_crash_left_unsent(
         async def announced() -> list[tuple[str | None, ConfigPromoted]]:
             return await c.promotions()
 
-        [(msg_id, promoted)] = await until(announced, "the replayed ConfigPromoted")
+        [(msg_id, promoted)] = await wait_until(
+            announced, within=15.0, message="the replayed ConfigPromoted"
+        )
         assert msg_id == pending == promoted.message_id
         assert (promoted.job_id, promoted.from_status, promoted.to_status) == (
             "job-crashed",
@@ -624,7 +624,7 @@ async def test_the_service_publishes_at_start_what_a_crash_left_unsent(
         async def marked_sent() -> bool:
             return await unsent(env.database_url) == []
 
-        await until(marked_sent, "the outbox row to be marked sent")
+        await wait_until(marked_sent, within=15.0, message="the outbox row to be marked sent")
         # The replay keeps the original event; the job's configuration is not made again.
         config = (await c.get(job_id="job-crashed")).config
         assert config is not None

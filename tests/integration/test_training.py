@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.bus import wait_drained
 from tradepulse.common.contracts.training import CancelJob, CancelReply
 
-from .conftest import Env
+from .conftest import Env, SystemWithCandles
 from .flows import Client, excerpt, outcome, running_system
 from .flows import training_request as request
 
@@ -22,15 +23,10 @@ pytestmark = pytest.mark.usefixtures("quick_redelivery")
 
 
 async def test_a_job_on_the_shared_btc_data_matches_the_cli_backtest(
-    env: Env, tmp_path: Path, shared_candles_path: Path
+    system_with_candles: SystemWithCandles, shared_candles_path: Path
 ) -> None:
-    async with (
-        running_system(
-            tmp_path, env.names, trainers=1, nats_url=env.nats_url, database_url=env.database_url
-        ),
-        Client.connect(env.nats_url, env.names) as client,
-    ):
-        ingested = await client.ingest_file(shared_candles_path)
+    async with system_with_candles(rows=None) as running:
+        client, ingested = running.client, running.ingested
         assert ingested.coverage.rows == 315_632
         job = request(n_iterations=24, lookback_candles=10_000, min_trades=5)
         await client.submit(job)
@@ -154,17 +150,11 @@ async def test_a_job_that_cannot_run_fails_with_a_reason(
 
 
 async def test_cancel_stops_a_running_job_within_a_second(
-    env: Env, tmp_path: Path, shared_candles_path: Path
+    system_with_candles: SystemWithCandles,
 ) -> None:
 
-    data = excerpt(shared_candles_path, 8_000, tmp_path / "btc.csv")
-    async with (
-        running_system(
-            tmp_path, env.names, trainers=2, nats_url=env.nats_url, database_url=env.database_url
-        ),
-        Client.connect(env.nats_url, env.names) as client,
-    ):
-        await client.ingest_file(data)
+    async with system_with_candles(rows=8_000, trainers=2) as running:
+        client = running.client
         job = request(n_iterations=100_000, batch_size=16)
         await client.submit(job)
         await client.wait_job(job.job_id, statuses=("running",))
@@ -179,22 +169,19 @@ async def test_cancel_stops_a_running_job_within_a_second(
         assert view.status == "cancelled"
         assert took < 1.5, f"cancel took {took:.2f} s"
         stored = len(await client.trials(job.job_id))
-        await asyncio.sleep(1.0)
+        # Once the trials queue is drained every item sent before the cancel has been either
+        # dropped or stored: the count is final.
+        n = client.names
+        await wait_drained(client.js, [(n.trials_stream, n.trainer_trials_durable)])
         assert len(await client.trials(job.job_id)) <= stored + 16, "trials must stop"
 
 
 async def test_a_submitted_job_is_queued_at_once_even_when_every_slot_is_busy(
-    env: Env, tmp_path: Path, shared_candles_path: Path, monkeypatch: pytest.MonkeyPatch
+    system_with_candles: SystemWithCandles, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TRAINER_MAX_JOBS", "1")
-    data = excerpt(shared_candles_path, 8_000, tmp_path / "btc.csv")
-    async with (
-        running_system(
-            tmp_path, env.names, trainers=1, nats_url=env.nats_url, database_url=env.database_url
-        ),
-        Client.connect(env.nats_url, env.names) as client,
-    ):
-        await client.ingest_file(data)
+    async with system_with_candles(rows=8_000, trainers=1) as running:
+        client = running.client
         busy = request(n_iterations=100_000, batch_size=16)
         await client.submit(busy)
         await client.wait_job(busy.job_id, statuses=("running",))

@@ -16,13 +16,14 @@ import stat
 import sys
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
 import nats
 import pytest
 
+from tests.support.polling import wait_until
 from tradepulse.cli import embedded, supervisor
 from tradepulse.cli.errors import UserError
 from tradepulse.cli.main import build_parser
@@ -78,14 +79,6 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat_line[stat_line.rindex(")") + 2] != "Z"
-
-
-async def until(condition: Callable[[], bool], within: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {within} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def modes(paths: list[Path]) -> dict[Path, tuple[int, int, int]]:
@@ -216,7 +209,11 @@ async def test_a_killed_replica_is_restarted_and_each_replica_must_answer(
 
         old_pid, other_pid = victim.pid, system.processes["fake-1"].pid
         assert system.kill("fake-2") == old_pid
-        await until(lambda: victim.pid != old_pid and victim.ready, 20, "fake-2 to come back")
+
+        async def came_back() -> bool:
+            return victim.pid != old_pid and victim.ready
+
+        await wait_until(came_back, within=20, interval=0.05, message="fake-2 to come back")
         await system.wait_ready(10)
         assert victim.restarts == 1
         assert system.processes["fake-1"].pid == other_pid

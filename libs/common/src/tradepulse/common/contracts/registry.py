@@ -17,6 +17,9 @@ from tradepulse.common.contracts.training import (
 )
 
 ConfigStatus = Literal["DISCOVERY", "CANDIDATE", "PAPER", "LIVE", "RETIRED"]
+# What a list of configurations can be ordered by: two metrics, the trade count, the age, and
+# the two overfitting figures of the job's validation report (deflated Sharpe, PBO).
+ConfigSort = Literal["sharpe_ratio", "net_profit", "total_trades", "created_at", "dsr", "pbo"]
 
 
 class ConfigPromoted(Message):
@@ -68,9 +71,7 @@ class ListConfigs(Message):
     max_pbo: float | None = Field(default=None, allow_inf_nan=False)
     symbol: str | None = None
     strategy: str | None = None
-    sort: Literal["sharpe_ratio", "net_profit", "total_trades", "created_at", "dsr", "pbo"] = (
-        "created_at"
-    )
+    sort: ConfigSort = "created_at"
     descending: bool = True
     limit: int = Field(default=50, ge=1, le=1000)
     offset: int = Field(default=0, ge=0)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 from tradepulse.common.contracts.base import ID_PATTERN
 from tradepulse.common.contracts.registry import (
     ConfigReply,
+    ConfigSort,
     ConfigsReply,
     ConfigStatus,
     ConfigView,
@@ -27,7 +28,6 @@ router = APIRouter(prefix="/api/v2/configs", tags=["configurations"])
 CONFIG_ID = re.compile(ID_PATTERN)
 # Per NATS request: a reply must stay under the 1 MB message limit.
 CONFIGS_PER_REQUEST = 200
-SortKey = Literal["sharpe_ratio", "net_profit", "total_trades", "created_at", "dsr", "pbo"]
 
 
 @router.get("", response_model=ConfigsPage, summary="Configurations", responses=ERRORS)
@@ -46,7 +46,7 @@ async def list_configs(
     ] = None,
     symbol: Annotated[Symbol | None, Query()] = None,
     strategy: Annotated[StrategyName | None, Query()] = None,
-    sort: SortKey = "created_at",
+    sort: ConfigSort = "created_at",
     order: Literal["asc", "desc"] = "desc",
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
