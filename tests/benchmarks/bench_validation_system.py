@@ -46,7 +46,11 @@ from tradepulse.quant.validation import (  # noqa: E402
     pbo_from_block_sums,
     result_returns,
 )
-from tradepulse.trainer.repository import EvaluatedTrial  # noqa: E402
+from tradepulse.trainer.repository import (  # noqa: E402
+    EvaluatedTrial,
+    TrainingRepository,
+    init_connection,
+)
 from tradepulse.trainer.validation import assemble_report, trial_block_sums  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "binance_BTC-USDT_5m.csv.gz"
@@ -174,6 +178,26 @@ async def bench_report(data: Path, tmp: Path, trials: int, bars: int) -> float:
             wall = time.perf_counter() - started
             assert view.status == "completed", view
             assert view.validation is not None
+            # The holder's own account of the report: from reading the trials to storing it.
+            stored_ms = [
+                {k: v for k, v in json.loads(line).items() if k.endswith("_ms")}
+                for log in system.logs_dir.glob("trainer-*.log")
+                for line in log.read_text().splitlines()
+                if "validation report stored" in line and line.startswith("{")
+            ]
+            pool = await asyncpg.create_pool(
+                database_url, init=init_connection, min_size=1, max_size=2
+            )
+            try:
+                repo = TrainingRepository(pool)
+                reads = []
+                for _ in range(3):
+                    t = time.perf_counter()
+                    await repo.evaluated_trials(request.job_id)
+                    reads.append((time.perf_counter() - t) * 1000)
+            finally:
+                await pool.close()
+            print(f"  reading the evaluated trials here: {', '.join(f'{r:.0f}' for r in reads)} ms")
             conn = await asyncpg.connect(database_url)
             try:
                 row = await conn.fetchrow(
@@ -184,7 +208,7 @@ async def bench_report(data: Path, tmp: Path, trials: int, bars: int) -> float:
                     request.job_id,
                 )
                 stored = await conn.fetch(
-                    """SELECT number, metrics::text AS metrics, block_sums::text AS sums
+                    """SELECT number, metrics::text AS metrics, block_sums
                        FROM training.trials WHERE job_id = $1 ORDER BY number""",
                     request.job_id,
                 )
@@ -201,13 +225,14 @@ async def bench_report(data: Path, tmp: Path, trials: int, bars: int) -> float:
         f"{gap * 1000:.0f} ms (N {report.n_trials:,}, "
         f"{pbo.sets if pbo else 0:,} CSCV sets, DSR {report.dsr}, PBO {pbo.pbo if pbo else None})"
     )
+    print(f"  the holder's report (its log): {stored_ms}")
 
     # The same report again in this process, part by part.
     evaluated = []
     for r in stored:
         sharpe = json.loads(r["metrics"]).get("sharpe_ratio")
         if sharpe is not None:
-            evaluated.append(EvaluatedTrial(r["number"], float(sharpe), json.loads(r["sums"])))
+            evaluated.append(EvaluatedTrial(r["number"], float(sharpe), r["block_sums"]))
     assert report.selected is not None
     candles = load_candles(tmp / "job.csv")
     strategy = LiquiditySweep()

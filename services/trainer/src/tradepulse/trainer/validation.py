@@ -117,23 +117,26 @@ def _rerun(
     )
 
 
-async def job_report(
+async def record_report(
     repo: TrainingRepository,
     cache: DatasetCache,
     request: TrainingRequested,
     window: DataWindow,
     selected_trial: int,
 ) -> ValidationReport:
-    """Assemble the report of a job whose trials are all stored; `selected_trial` is its best.
+    """Assemble and store the report of a job whose trials are all stored; `selected_trial`
+    is its best.
 
     The selected trial's backtest runs once more here, for its returns (T, skew, kurtosis):
     trials carry only their block sums, not their equity curves.
     """
     job_id = request.job_id
+    started = time.perf_counter()
     trials = await repo.evaluated_trials(job_id)
     selected = (await repo.trials_in(job_id, [selected_trial]))[selected_trial]
     candles, prepared = await cache.window(request.strategy, window)
     ppy = periods_per_year(candles.timeframe_seconds)
+    read = time.perf_counter()
 
     def compute() -> ValidationReport:
         result = _rerun(request, window, selected.params, candles, prepared)
@@ -147,26 +150,21 @@ async def job_report(
 
     # PBO over thousands of trials takes a good part of a second: off the event loop, which
     # keeps renewing the job's lease meanwhile.
-    return await asyncio.to_thread(compute)
-
-
-async def record_report(
-    repo: TrainingRepository,
-    cache: DatasetCache,
-    request: TrainingRequested,
-    window: DataWindow,
-    selected_trial: int,
-) -> None:
-    started = time.perf_counter()
-    report = await job_report(repo, cache, request, window, selected_trial)
-    await repo.store_validation(request.job_id, report.model_dump(mode="json"))
+    report = await asyncio.to_thread(compute)
+    computed = time.perf_counter()
+    await repo.store_validation(job_id, report.model_dump(mode="json"))
+    done = time.perf_counter()
     log.info(
         "validation report stored",
         n_trials=report.n_trials,
         dsr=report.dsr,
         pbo=report.pbo.pbo if report.pbo else None,
-        duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        read_ms=round((read - started) * 1000, 1),
+        compute_ms=round((computed - read) * 1000, 1),
+        store_ms=round((done - computed) * 1000, 1),
+        duration_ms=round((done - started) * 1000, 1),
     )
+    return report
 
 
 def ensemble_view(ensemble_id: str, rows: Sequence[asyncpg.Record]) -> EnsembleView | None:
