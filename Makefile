@@ -4,8 +4,12 @@ VENV := .venv/bin
 # Two workers: the machines this runs on have two cores. Extra options: make unit PYTEST_ARGS=-x
 PYTEST := $(VENV)/pytest -n 2 $(PYTEST_ARGS)
 
-install:
+# Bootstraps again only when what it installs from changed (the packages are editable).
+STAMP := .venv/.bootstrapped
+install: $(STAMP)
+$(STAMP): scripts/bootstrap requirements.lock requirements-dev.txt $(wildcard */pyproject.toml */*/pyproject.toml)
 	@scripts/bootstrap
+	@touch $@
 
 # The whole system on this machine: starts it, imports the shared BTC candles, runs the
 # predecessor's example job (random, 200 trials, 10,000 candles, seed 12345), stops it.

@@ -160,8 +160,14 @@ def test_dockerfile_installs_the_service_and_its_libraries_and_runs_unprivileged
     packages = _local_packages()
     needed = {Path("services") / name, *_local_dependencies(Path("services") / name, packages)}
     install = next(line for line in text.splitlines() if "pip install" in line)
+    words = install.split()
+    assert "-c /src/requirements.lock" in install, "installs at the locked versions"
+    assert "COPY requirements.lock /src/requirements.lock" in text
+    constraints = {words[i + 1] for i, word in enumerate(words[:-1]) if word == "-c"}
     installed = {
-        Path(word.removeprefix("/src/")) for word in install.split() if word.startswith("/src/")
+        Path(word.removeprefix("/src/"))
+        for word in words
+        if word.startswith("/src/") and word not in constraints
     }
     assert installed == needed, f"installs {sorted(installed)}, needs {sorted(needed)}"
     assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)

@@ -21,7 +21,13 @@ from pydantic import ValidationError
 
 from tradepulse.common.contracts.base import INVALID_REQUEST, NOT_FOUND, UNAVAILABLE, ErrorReply
 from tradepulse.common.contracts.subjects import Names
-from tradepulse.common.contracts.training import PREDECESSOR_PAYLOAD, JobReply, JobsReply, JobView
+from tradepulse.common.contracts.training import (
+    OPTIMIZERS,
+    PREDECESSOR_PAYLOAD,
+    JobReply,
+    JobsReply,
+    JobView,
+)
 from tradepulse.gateway.app import create_app
 from tradepulse.gateway.backend import Backend
 from tradepulse.gateway.errors import InvalidInputError, NotFoundError, UnavailableError
@@ -31,6 +37,7 @@ from tradepulse.gateway.routes.training import list_jobs
 from tradepulse.gateway.schemas.training import EnsembleBody, TrainingBody, queued_view
 from tradepulse.gateway.settings import ConfigurationError, GatewaySettings, key_hash
 from tradepulse.gateway.tracking import RecentJobs
+from tradepulse.quant import OBJECTIVES, REGIMES, SETTING_BOUNDS
 
 KEY = "s3cret-key"
 PREDECESSOR = PREDECESSOR_PAYLOAD
@@ -190,6 +197,22 @@ async def test_openapi_documents_the_bearer_key_and_every_route(client: httpx.As
     dashboard = await client.get("/")
     assert dashboard.status_code == 200
     assert dashboard.headers["content-type"].startswith("text/html")
+
+
+async def test_the_openapi_document_shows_the_cores_bounds_and_words(
+    client: httpx.AsyncClient,
+) -> None:
+    schemas = (await client.get("/openapi.json")).json()["components"]["schemas"]
+    settings_schema = schemas["BacktestSettingsBody"]["properties"]
+    assert set(settings_schema) == set(SETTING_BOUNDS)
+    for name, bound in SETTING_BOUNDS.items():
+        low = "exclusiveMinimum" if bound.low_open else "minimum"
+        high = "exclusiveMaximum" if bound.high_open else "maximum"
+        assert (settings_schema[name][low], settings_schema[name][high]) == (bound.low, bound.high)
+    body = schemas["TrainingBody"]["properties"]
+    assert tuple(body["objective"]["enum"]) == OBJECTIVES
+    assert tuple(body["regime"]["enum"]) == REGIMES
+    assert tuple(body["optimizer"]["enum"]) == OPTIMIZERS
 
 
 def test_the_predecessors_payload_is_accepted_and_names_are_normalised() -> None:
