@@ -136,6 +136,12 @@ CASES = [
     Case("ensemble repeated seeds", "POST", ENSEMBLE, 422, "body",
          json=payload(seed=..., seeds=[1, 1])),
     Case("ensemble too many", "POST", ENSEMBLE, 422, "n_seeds", json=payload(n_seeds=101)),
+    Case("ensemble of one seed", "POST", ENSEMBLE, 422, "seeds",
+         json=payload(seed=..., seeds=[1])),
+    Case("ensemble max_dispersion 0", "POST", ENSEMBLE, 422, "max_dispersion",
+         json=payload(n_seeds=2, max_dispersion=0)),
+    Case("odd pbo_blocks", "POST", START, 422, "pbo_blocks", json=payload(pbo_blocks=7)),
+    Case("unknown ensemble", "GET", f"{ENSEMBLE}/ens_nope", 404),
     Case("ensemble seed as text", "POST", ENSEMBLE, 422, "seeds.0",
          json=payload(seed=..., seeds=["1"])),
     # Sizes.
@@ -186,6 +192,7 @@ CASES = [
     Case("min_sharpe text", "GET", "/api/v2/configs?min_sharpe=high", 422, "min_sharpe"),
     Case("min_sharpe nan", "GET", "/api/v2/configs?min_sharpe=nan", 422, "min_sharpe"),
     Case("unknown sort", "GET", "/api/v2/configs?sort=luck", 422, "sort"),
+    Case("max_pbo above 1", "GET", "/api/v2/configs?max_pbo=2", 422, "max_pbo"),
     Case("trials page of 1001", "GET", f"{JOB}/job_x/trials?limit=1001", 422, "limit"),
 ]
 # fmt: on

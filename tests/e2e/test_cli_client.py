@@ -153,6 +153,21 @@ async def test_ingest_train_follow_list_and_cancel_through_the_cli(
         assert items[0]["params"] == job["best"]["params"]
         assert one.code == 0, one.err
         assert "sharpe_ratio" in one.out
+        # The overfitting figures, one plain line each, on the job's and the config's page.
+        for page in (text.out, one.out):
+            assert re.search(
+                r"^  the best of [\d,]+ skill-less tries would show a Sharpe of -?[\d.]+ by luck "
+                r"alone; this one has -?[\d.]+ → deflated Sharpe [\d.]+ \(probability that the "
+                r"edge is real\)$",
+                page,
+                re.M,
+            ), page
+            assert re.search(
+                r"^  in \d+ % of the 12,870 splits the in-sample winner ranked below the median "
+                r"out of sample \(PBO [\d.]+\)$",
+                page,
+                re.M,
+            ), page
         assert [j["job_id"] for j in jobs.json()["jobs"]] == [job_id]
 
         # Followed live: the progress bar (a line per tenth off a terminal), then the result.
@@ -164,6 +179,24 @@ async def test_ingest_train_follow_list_and_cancel_through_the_cli(
         assert re.search(r"^best configuration: cfg_\S+ \(\w+\), sharpe_ratio ", followed.out, re.M)
         assert re.search(r"^params\n  \w+", followed.out, re.M)
         assert re.search(r"^  sharpe_ratio +-?[\d,.]+$", followed.out, re.M)
+        assert "(probability that the edge is real)" in followed.out
+
+        # A seed ensemble: one progress bar over its jobs, then the convergence report.
+        ensemble = await tradepulse(
+            "ensemble", *DATASET, *window, "--n-iterations", "12", "--seeds", "3,4", env=env
+        )
+        assert ensemble.code == 0, ensemble.err
+        assert "100.0%  24/24 trials" in ensemble.err
+        assert re.search(r"^ensemble ens_\w+: 2 seeds, ended$", ensemble.out, re.M), ensemble.out
+        assert re.search(
+            r"^the seeds' best parameters (stay within|scatter by)", ensemble.out, re.M
+        )
+        assert "objective  mean" in ensemble.out
+        one_seed = await tradepulse(
+            "ensemble", *DATASET, *window, "--n-iterations", "12", "--seeds", "3", env=env
+        )
+        assert one_seed.one_error_line, one_seed
+        assert "at least 2 seeds" in one_seed.err
 
         long_job = await tradepulse(
             "train", *DATASET, *window, "--n-iterations", "100000", "--no-follow", env=env

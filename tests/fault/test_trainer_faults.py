@@ -58,6 +58,7 @@ def work_item(job: TrainingRequested, window: DataWindow, trial: TrialSpec) -> T
         settings=job.settings,
         objective=job.objective,
         min_trades=job.min_trades,
+        pbo_blocks=job.pbo_blocks,
     )
 
 
@@ -65,11 +66,13 @@ async def undisturbed_then_hit(
     client: Client, data: Path, fault: Callable[[JobView], object], what: str
 ) -> None:
     """Run a request undisturbed, then again with `fault` applied once 40 of its trials are
-    in: the second run must end with the same trials and the same configuration."""
+    in: the second run must end with the same trials, configuration and validation report."""
     await client.ingest_file(data)
     calm = request()
     await client.submit(calm)
-    assert (await client.wait_job(calm.job_id)).status == "completed"
+    undisturbed = await client.wait_job(calm.job_id)
+    assert undisturbed.status == "completed"
+    assert undisturbed.validation is not None
 
     hit = request()
     await client.submit(hit)
@@ -85,6 +88,8 @@ async def undisturbed_then_hit(
     a = await client.config_for_job(calm.job_id)
     b = await client.config_for_job(hit.job_id, within=60)
     assert (a.params, a.fingerprint, a.metrics) == (b.params, b.fingerprint, b.metrics)
+    assert done.validation == undisturbed.validation
+    assert b.validation == a.validation == undisturbed.validation
 
 
 async def test_killing_the_replica_holding_a_job_changes_nothing(
@@ -178,7 +183,7 @@ async def test_a_job_resumed_with_every_trial_stored_completes_with_its_best(
         try:
             await conn.execute(
                 """UPDATE training.jobs SET status = 'running', progress = 50, trials_done = 24,
-                       best_trial = NULL, best_value = NULL, finished_at = NULL,
+                       best_trial = NULL, best_value = NULL, finished_at = NULL, validation = NULL,
                        holder = 'trainer-dead', lease_until = now() - interval '1 second'
                    WHERE job_id = $1""",
                 job.job_id,
@@ -198,6 +203,8 @@ async def test_a_job_resumed_with_every_trial_stored_completes_with_its_best(
         assert view.status == "completed", view.error
         assert (view.best_trial, view.best_value) == (done.best_trial, done.best_value)
         assert (view.trials_done, view.progress) == (48, 100.0)
+        assert done.validation is not None
+        assert view.validation == done.validation
         assert view.holder == "trainer-1"
 
 

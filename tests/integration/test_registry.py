@@ -39,7 +39,12 @@ from tradepulse.common.contracts.registry import (
     ListConfigs,
 )
 from tradepulse.common.contracts.subjects import Names
-from tradepulse.common.contracts.training import BacktestSettingsModel, DataWindow, JobCompleted
+from tradepulse.common.contracts.training import (
+    BacktestSettingsModel,
+    DataWindow,
+    JobCompleted,
+    ValidationReport,
+)
 from tradepulse.common.db import apply_migrations, create_pool
 from tradepulse.registry.handlers import Deps, record_job
 from tradepulse.registry.lifecycle import Rules
@@ -402,6 +407,71 @@ async def test_list_filters_sorts_and_pages(env: Env, tmp_path: Path) -> None:
         assert all(len(i.history) == 1 for i in page.items)
         beyond = await c.configs(offset=10)
         assert (beyond.total, beyond.items) == (5, [])
+
+
+def report(dsr: float | None, pbo: float | None) -> ValidationReport:
+    """A job's validation report with the given headline figures (others fixed, awkward)."""
+    return ValidationReport.model_validate(
+        {
+            "n_trials": 40,
+            "sharpe_variance": 1 / 3 * 1e-4,
+            "expected_max_sharpe": 4.123456789,
+            "expected_max_sharpe_per_bar": 0.0127,
+            "selected": {
+                "trial": 27,
+                "sharpe_per_bar": 0.1,
+                "returns": 5699,
+                "skew": -0.0,
+                "kurtosis": None,
+            },
+            "psr": 0.99,
+            "dsr": dsr,
+            "pbo": None
+            if pbo is None
+            else {
+                "blocks": 16,
+                "sets": 12870,
+                "pbo": pbo,
+                "prob_oos_loss": 0.25,
+                "degradation": {"slope": -0.5, "intercept": 5e-324, "r2": None},
+                "logit_quantiles": {"5": -2.5, "25": -1.0, "50": 0.1, "75": 1.0, "95": 3.0},
+                "logit_histogram": [0] * 12 + [12870] + [0] * 11,
+            },
+        }
+    )
+
+
+async def test_configs_keep_the_report_and_filter_and_sort_by_dsr_and_pbo(
+    env: Env, tmp_path: Path
+) -> None:
+    reports = {
+        "a": report(0.97, 0.2),
+        "b": report(0.5, 0.6),
+        "c": report(None, None),
+        "d": None,
+        "e": report(0.99, None),
+    }
+    async with running_registry(env, tmp_path / "registry.log") as c:
+        for job_id, validation in reports.items():
+            event = job_completed(job_id, trades=40, sharpe=1.0, net_profit=1.0)
+            await c.publish_job(event.model_copy(update={"validation": validation}))
+
+        async def all_stored() -> bool:
+            return (await c.configs()).total == len(reports)
+
+        await wait_until(all_stored, within=15.0, message="five configurations")
+        for job_id, validation in reports.items():
+            config = await c.config(job_id)
+            assert config is not None
+            assert config.validation == validation, job_id
+        # A null figure passes no filter and sorts last either way.
+        assert sorted(await c.job_ids(min_dsr=0.95)) == ["a", "e"]
+        assert sorted(await c.job_ids(max_pbo=0.5)) == ["a"]
+        assert await c.job_ids(min_dsr=0.95, max_pbo=0.5) == ["a"]
+        assert (await c.job_ids(sort="dsr"))[:3] == ["e", "a", "b"]
+        assert sorted((await c.job_ids(sort="dsr"))[3:]) == ["c", "d"]
+        assert (await c.job_ids(sort="dsr", descending=False))[:3] == ["b", "a", "e"]
+        assert (await c.job_ids(sort="pbo", descending=False))[:2] == ["a", "b"]
 
 
 async def test_bad_requests_get_an_error_naming_the_problem(env: Env, tmp_path: Path) -> None:

@@ -65,6 +65,7 @@ async def test_same_seed_same_trials_other_seed_other_trials_any_replica_count(
     data = excerpt(shared_candles_path, 12_000, tmp_path / "btc.csv")
     runs: dict[str, list[tuple[object, ...]]] = {}
     configs = {}
+    reports = {}
     for label, trainers, seed in (("a", 1, 12345), ("b", 1, 12345), ("c", 1, 123), ("d", 3, 12345)):
         async with (
             running_system(
@@ -84,6 +85,7 @@ async def test_same_seed_same_trials_other_seed_other_trials_any_replica_count(
             assert view.status == "completed", view.error
             runs[label] = outcome(await client.trials(job.job_id))
             configs[label] = await client.config_for_job(job.job_id)
+            reports[label] = view.validation
             if label == "d":
                 replicas = {t.replica for t in await client.trials(job.job_id)}
                 assert len(replicas) >= 2, f"3 replicas should share the trials, got {replicas}"
@@ -104,6 +106,14 @@ async def test_same_seed_same_trials_other_seed_other_trials_any_replica_count(
     assert configs["a"].params == configs["b"].params == configs["d"].params
     assert configs["a"].fingerprint == configs["d"].fingerprint
     assert configs["a"].config_id != configs["b"].config_id
+    # The overfitting statistics: the whole report, whatever the replica count, and the same
+    # in the configuration as in the job.
+    assert reports["a"] is not None
+    assert reports["a"].n_trials == 32
+    assert reports["a"] == reports["b"] == reports["d"], "3 replicas must give the report of 1"
+    assert reports["a"] != reports["c"]
+    assert configs["a"].validation == reports["a"]
+    assert configs["d"].validation == reports["d"]
 
 
 async def test_a_job_that_cannot_run_fails_with_a_reason(

@@ -32,12 +32,20 @@ from tradepulse.common.contracts.training import (
     TrialCompleted,
     TrialSpec,
     TrialWork,
+    ValidationReport,
 )
 from tradepulse.quant import Candles
 from tradepulse.trainer.deps import Deps
 from tradepulse.trainer.errors import SnapshotMissingError
 from tradepulse.trainer.evaluate import DatasetCache
-from tradepulse.trainer.ports import Delivery, JobEvent, JobRow, StoredTrial
+from tradepulse.trainer.ports import (
+    Delivery,
+    EnsembleJob,
+    EvaluatedTrial,
+    JobEvent,
+    JobRow,
+    StoredTrial,
+)
 from tradepulse.trainer.settings import TrainerSettings
 from tradepulse.trainer.trials import store_trials
 
@@ -180,6 +188,7 @@ class MemoryJobStore:
                     replica=r.replica,
                     reason=r.reason,
                     system_attrs=dict(attrs),
+                    block_sums=list(r.block_sums) if r.block_sums is not None else None,
                 ),
             )
 
@@ -267,6 +276,39 @@ class MemoryJobStore:
         for job in self.jobs.values():
             counts[job.status] = counts.get(job.status, 0) + 1
         return counts
+
+    async def evaluated_trials(self, job_id: str) -> list[EvaluatedTrial]:
+        self.calls.append("evaluated_trials")
+        return [
+            EvaluatedTrial(t.number, float(t.metrics["sharpe_ratio"]), t.block_sums)
+            for t in await self.stored_trials(job_id)
+            if t.metrics.get("sharpe_ratio") is not None
+        ]
+
+    async def store_validation(self, job_id: str, report: ValidationReport) -> None:
+        self.calls.append("store_validation")
+        job = self.jobs.get(job_id)
+        if job is not None and job.status == "running":
+            self._update(job_id, validation=report)
+
+    async def ensemble_jobs(self, ensemble_id: str) -> list[EnsembleJob]:
+        self.calls.append("ensemble_jobs")
+        members = [j for j in self.jobs.values() if j.request.ensemble_id == ensemble_id]
+        members.sort(key=lambda j: (j.request.seed, j.job_id))
+        out = []
+        for j in members:
+            best = self.trials[j.job_id].get(j.best_trial) if j.best_trial is not None else None
+            out.append(
+                EnsembleJob(
+                    job_id=j.job_id,
+                    request=j.request,
+                    status=j.status,
+                    best_value=j.best_value,
+                    best_trial=j.best_trial,
+                    best_params=dict(best.params) if best else None,
+                )
+            )
+        return out
 
     def expire_lease(self, job_id: str) -> None:
         """The holder's lease ran out (a second ago), as if it died."""

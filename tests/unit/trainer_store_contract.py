@@ -7,13 +7,20 @@ tests/integration/test_trainer_store_contract.py.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from tradepulse.common.contracts.market import DatasetKey
-from tradepulse.common.contracts.training import DataWindow, TrainingRequested, TrialCompleted
+from tradepulse.common.contracts.training import (
+    DataWindow,
+    SelectedTrial,
+    TrainingRequested,
+    TrialCompleted,
+    ValidationReport,
+)
 from tradepulse.trainer.ports import JobStore
 
 from .trainer_fakes import Clock, MemoryJobStore
@@ -28,6 +35,17 @@ WINDOW = DataWindow(
     trade_from=20,
     first_ms=1_000,
     last_ms=2_000,
+)
+
+REPORT = ValidationReport(
+    n_trials=3,
+    sharpe_variance=0.25,
+    expected_max_sharpe=1.5,
+    expected_max_sharpe_per_bar=0.01,
+    selected=SelectedTrial(trial=2, sharpe_per_bar=0.02, returns=99, skew=0.1, kurtosis=3.5),
+    psr=0.9,
+    dsr=0.4,
+    pbo=None,
 )
 
 
@@ -288,3 +306,71 @@ class StoreContract:
         assert await store.list_jobs("running", None, None, 10, 0) == (1, [jobs[0].job_id])
         assert await store.list_jobs(None, None, "OTHER", 10, 0) == (0, [])
         assert await store.jobs_by_status() == {"queued": 3, "running": 1}
+
+    async def test_evaluated_trials_keep_their_sharpes_and_block_sums_bit_for_bit(
+        self, backend: Backend
+    ) -> None:
+        store = backend.store
+        job = request()
+        await running(store, job)
+        awkward = [-0.0, 5e-324, 1 / 3, 1e16]
+        await store.insert_trials(
+            [
+                (trial(job.job_id, 2, 0.1 + 0.2, block_sums=awkward), {}),
+                # Never traded: a Sharpe of exactly 0, evaluated.
+                (
+                    trial(job.job_id, 0, None, metrics={"sharpe_ratio": 0.0}, block_sums=[0.0] * 4),
+                    {},
+                ),
+                # Its evaluation crashed: no Sharpe, not evaluated.
+                (trial(job.job_id, 1, None, metrics={}), {}),
+                (trial(job.job_id, 3, -1 / 7, block_sums=[1.5, -2.5, 0.25, 0.125]), {}),
+            ]
+        )
+        got = await store.evaluated_trials(job.job_id)
+        assert [(t.number, t.sharpe_ratio) for t in got] == [(0, 0.0), (2, 0.1 + 0.2), (3, -1 / 7)]
+        assert got[1].block_sums == awkward
+        assert got[1].block_sums is not None
+        assert math.copysign(1.0, got[1].block_sums[0]) == -1.0, "-0.0 keeps its sign"
+        assert await store.evaluated_trials("job-nope") == []
+
+    async def test_a_report_is_stored_only_while_the_job_runs(self, backend: Backend) -> None:
+        store = backend.store
+        queued = request()
+        await store.create_job(queued)
+        await store.store_validation(queued.job_id, REPORT)
+        row = await store.get_job(queued.job_id)
+        assert row is not None
+        assert row.validation is None
+
+        job = request()
+        await running(store, job)
+        await store.store_validation(job.job_id, REPORT)
+        await store.finish(job.job_id, "completed")
+        await store.store_validation(job.job_id, REPORT.model_copy(update={"n_trials": 9}))
+        row = await store.get_job(job.job_id)
+        assert row is not None
+        assert row.validation == REPORT
+
+    async def test_an_ensembles_jobs_come_in_seed_order_with_their_best_params(
+        self, backend: Backend
+    ) -> None:
+        store = backend.store
+        ensemble = f"ens-{uuid.uuid4().hex[:8]}"
+        jobs = [request(seed=seed, ensemble_id=ensemble, ensemble_size=3) for seed in (9, 1, 5)]
+        for job in jobs:
+            await store.create_job(job)
+        await store.create_job(request(seed=2))  # of no ensemble
+        await running(store, jobs[1])
+        await store.insert_trials([(trial(jobs[1].job_id, 0, 1.25), {})])
+        await store.update_progress(
+            jobs[1].job_id, trials_done=1, progress=100.0, best_trial=0, best_value=1.25
+        )
+        rows = await store.ensemble_jobs(ensemble)
+        assert [r.request.seed for r in rows] == [1, 5, 9]
+        assert [(r.best_value, r.best_params) for r in rows] == [
+            (1.25, {"a": 0, "b": 0.5}),
+            (None, None),
+            (None, None),
+        ]
+        assert await store.ensemble_jobs("ens-nope") == []

@@ -240,6 +240,13 @@ class Gateway:
     async def submit_training(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         return _object(await self.request("POST", f"{API}/training/start", json_body=payload))
 
+    async def submit_ensemble(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        return _object(await self.request("POST", f"{API}/training/ensemble", json_body=payload))
+
+    async def ensemble(self, ensemble_id: str) -> dict[str, Any]:
+        path = f"{API}/training/ensemble/{_segment(ensemble_id)}"
+        return _object(await self.request("GET", path, what=f"ensemble {ensemble_id}"))
+
     async def job(self, job_id: str) -> dict[str, Any]:
         return _object(
             await self.request(

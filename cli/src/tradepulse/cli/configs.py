@@ -22,12 +22,23 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--status", default=None, help="DISCOVERY, CANDIDATE, PAPER, LIVE, RETIRED")
     p.add_argument("--min-sharpe", type=float, default=None, metavar="X")
     p.add_argument("--min-trades", type=int, default=None, metavar="N")
+    p.add_argument(
+        "--min-dsr", type=float, default=None, metavar="P", help="deflated Sharpe at least P"
+    )
+    p.add_argument(
+        "--max-pbo",
+        type=float,
+        default=None,
+        metavar="P",
+        help="probability of backtest overfitting at most P",
+    )
     p.add_argument("--symbol", default=None)
     p.add_argument("--strategy", default=None)
     p.add_argument(
         "--sort",
         default=None,
-        help="sharpe_ratio, net_profit, total_trades or created_at (default), highest first",
+        help="sharpe_ratio, net_profit, total_trades, dsr, pbo or created_at (default), "
+        "highest first",
     )
     p.add_argument("--ascending", action="store_true", help="lowest first")
     p.add_argument("--limit", type=int, default=50)
@@ -51,6 +62,8 @@ async def _configs(args: argparse.Namespace) -> int:
             status=args.status,
             min_sharpe=args.min_sharpe,
             min_trades=args.min_trades,
+            min_dsr=args.min_dsr,
+            max_pbo=args.max_pbo,
             symbol=args.symbol,
             strategy=args.strategy,
             sort=args.sort,
@@ -87,6 +100,7 @@ async def _config(args: argparse.Namespace) -> int:
     render.block("metrics", config.get("metrics") or {}, out)
     if config.get("fingerprint"):
         print(f"fingerprint  {config['fingerprint']}", file=out)
+    render.validation_block(config.get("validation"), config.get("metrics"), out)
     history = config.get("history") or []
     if history:
         print("history", file=out)

@@ -207,6 +207,7 @@ def job_details(job: Mapping[str, Any], out: TextIO) -> None:
         block("best params", best["params"], out, params=True)
     if best.get("metrics"):
         block("best metrics", key_metrics(best["metrics"]), out)
+    validation_block(job.get("validation"), best.get("metrics"), out)
 
 
 def best_configuration(
@@ -230,6 +231,148 @@ def best_configuration(
     block("metrics", key_metrics(metrics), out)
     if config.get("fingerprint"):
         print(f"fingerprint  {config['fingerprint']}", file=out)
+    validation_block(config.get("validation") or job.get("validation"), metrics, out)
+    out.flush()
+
+
+def _count(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) else "?"
+
+
+def _figure(value: Any, digits: int) -> str | None:
+    return f"{value:.{digits}f}" if isinstance(value, int | float) else None
+
+
+def validation_lines(validation: Any, sharpe: Any = None) -> list[str]:
+    """The overfitting statistics in plain words: one line per figure (spec validation.md
+    sections 1-2). `sharpe` is the selected trial's annualized Sharpe (its metrics'); without
+    it, its per-bar Sharpe is scaled as the expected maximum is (by sqrt of periods a year)."""
+    if not isinstance(validation, Mapping):
+        return []
+    n = validation.get("n_trials")
+    lines = []
+    selected = validation.get("selected")
+    selected = selected if isinstance(selected, Mapping) else {}
+    emax = validation.get("expected_max_sharpe")
+    emax_bar = validation.get("expected_max_sharpe_per_bar")
+    per_bar = selected.get("sharpe_per_bar")
+    dsr = _figure(validation.get("dsr"), 2)
+    luck = _figure(emax, 1)
+    if dsr is not None and luck is not None:
+        own = ""
+        if isinstance(sharpe, int | float):
+            own = f"; this one has {sharpe:.1f}"
+        elif (
+            isinstance(per_bar, int | float)
+            and isinstance(emax, int | float)
+            and isinstance(emax_bar, int | float)
+            and emax_bar
+        ):
+            own = f"; this one has {per_bar * emax / emax_bar:.1f}"
+        lines.append(
+            f"the best of {_count(n)} skill-less tries would show a Sharpe of {luck} by luck "
+            f"alone{own} → deflated Sharpe {dsr} (probability that the edge is real)"
+        )
+    else:
+        lines.append(
+            f"deflated Sharpe: not available for these {_count(n)} tries (it needs a best trial "
+            "whose returns vary)"
+        )
+    psr = _figure(validation.get("psr"), 2)
+    if psr is not None:
+        lines.append(
+            f"ignoring the search, the probability that this Sharpe beats zero is {psr} (PSR, "
+            f"from {_count(selected.get('returns'))} returns)"
+        )
+    pbo = validation.get("pbo")
+    if isinstance(pbo, Mapping) and isinstance(pbo.get("pbo"), int | float):
+        share = float(pbo["pbo"])
+        lines.append(
+            f"in {share * 100:.0f} % of the {_count(pbo.get('sets'))} splits the in-sample "
+            f"winner ranked below the median out of sample (PBO {share:.2f})"
+        )
+        loss = pbo.get("prob_oos_loss")
+        if isinstance(loss, int | float):
+            lines.append(f"and in {float(loss) * 100:.0f} % of them it lost money out of sample")
+    else:
+        lines.append(
+            "PBO: not available (it needs at least 2 evaluated tries and 2 returns per block)"
+        )
+    return lines
+
+
+def validation_block(validation: Any, metrics: Any, out: TextIO) -> None:
+    sharpe = metrics.get("sharpe_ratio") if isinstance(metrics, Mapping) else None
+    lines = validation_lines(validation, sharpe)
+    if lines:
+        print("overfitting", file=out)
+        for line in lines:
+            print(f"  {line}", file=out)
+
+
+ENSEMBLE_HEADER = ("seed", "job", "status", "best", "trial")
+
+
+def ensemble_rows(jobs: Iterable[Mapping[str, Any]]) -> list[list[str]]:
+    return [
+        [
+            str(j.get("seed", "?")),
+            str(j.get("job_id", "?")),
+            str(j.get("status", "?")),
+            number(j.get("best_value")),
+            number(j.get("best_trial")),
+        ]
+        for j in jobs
+    ]
+
+
+def convergence_line(convergence: Mapping[str, Any]) -> str:
+    """Whether the seeds agree, in plain words (spec validation.md section 4)."""
+    limit = float(convergence.get("max_dispersion") or 0)
+    spread = [v for v in (convergence.get("dispersion") or {}).values() if v is not None]
+    completed = convergence.get("completed")
+    if len(spread) < len(convergence.get("dispersion") or {}) or not spread:
+        return (
+            f"convergence cannot be judged from {_count(completed)} completed seed(s): "
+            "it needs at least 2"
+        )
+    widest = max(spread)
+    if convergence.get("converged"):
+        return (
+            f"the seeds' best parameters stay within {widest * 100:.0f} % of their ranges "
+            f"(limit {limit * 100:.0f} %): they agree on one region, a sign of a real optimum"
+        )
+    return (
+        f"the seeds' best parameters scatter by up to {widest * 100:.0f} % of their ranges "
+        f"(limit {limit * 100:.0f} %): the search is likely fitting noise"
+    )
+
+
+def ensemble_report(view: Mapping[str, Any], out: TextIO) -> None:
+    jobs = [j for j in view.get("jobs") or [] if isinstance(j, Mapping)]
+    print(
+        f"ensemble {view.get('ensemble_id')}: {_count(view.get('size'))} seeds, "
+        f"{view.get('status')}",
+        file=out,
+    )
+    table(ensemble_rows(jobs), ENSEMBLE_HEADER, out)
+    convergence = view.get("convergence")
+    if not isinstance(convergence, Mapping):
+        out.flush()
+        return
+    print(convergence_line(convergence), file=out)
+    block(
+        f"dispersion over {_count(convergence.get('completed'))} completed seeds "
+        "(std / range width)",
+        convergence.get("dispersion") or {},
+        out,
+    )
+    objective = convergence.get("objective") or {}
+    print(
+        "objective  "
+        + ", ".join(f"{k} {number(objective.get(k))}" for k in ("mean", "std", "min", "max")),
+        file=out,
+    )
     out.flush()
 
 

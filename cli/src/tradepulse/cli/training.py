@@ -29,45 +29,34 @@ def add_parsers(sub: Any) -> None:
         description="Submit a training job to the gateway, then show its progress live and, "
         "when it ends, the best configuration (params, key metrics, config id).",
     )
-    p.add_argument("--symbol", required=True, help="e.g. BTC/USDT")
-    p.add_argument("--exchange", required=True, help="e.g. binance")
-    p.add_argument("--timeframe", default="5m", help="candle timeframe (default: 5m)")
-    p.add_argument("--strategy", default="LIQUIDITY_SWEEP", help="default: LIQUIDITY_SWEEP")
-    p.add_argument(
-        "--optimizer",
-        default="random",
-        help="random, bayesian, grid or cmaes (default: random)",
-    )
-    p.add_argument("--n-iterations", type=int, required=True, metavar="N", help="trials to run")
-    window = p.add_mutually_exclusive_group()
-    window.add_argument(
-        "--lookback", type=int, metavar="N", help="train on the last N candles of the dataset"
-    )
-    window.add_argument(
-        "--start",
-        metavar="TIME",
-        help="train on the candles from TIME on (ISO 8601, UTC unless an offset is given)",
-    )
-    p.add_argument("--end", metavar="TIME", help="with --start: the window's end (exclusive)")
-    p.add_argument("--seed", type=int, default=None, help="sampler seed (server default: 42)")
-    p.add_argument("--regime", default=None, help="any, bull, bear or sideways")
-    p.add_argument(
-        "--objective",
-        default=None,
-        help="sharpe_ratio (default), net_profit, sortino_ratio, calmar_ratio or profit_factor",
-    )
-    p.add_argument("--min-trades", type=int, default=None, metavar="N")
-    p.add_argument(
-        "--settings",
-        default=None,
-        metavar="JSON|FILE",
-        help="backtest settings: initial_capital, fee_rate, slippage, risk_per_trade, max_leverage",
-    )
-    p.add_argument("--batch-size", type=int, default=None, help=argparse.SUPPRESS)
+    add_training_options(p)
     p.add_argument("--no-follow", action="store_true", help="print the job id and return at once")
     p.add_argument("--json", action="store_true", help="print the job as JSON when it ends")
     add_connection_options(p)
     p.set_defaults(run=run_train)
+
+    p = sub.add_parser(
+        "ensemble",
+        help="run one training request for several seeds and tell whether they converge",
+        description="Submit the same training job for every seed, follow them with a progress "
+        "bar, then print each seed's best and whether their best parameters agree (each "
+        "parameter's spread over the seeds as a share of its range, at most --max-dispersion).",
+    )
+    add_training_options(p, seed=False)
+    p.add_argument(
+        "--seeds", required=True, metavar="A,B,...", help="2 to 100 distinct seeds, e.g. 42,123,456"
+    )
+    p.add_argument(
+        "--max-dispersion",
+        type=float,
+        default=None,
+        metavar="X",
+        help="converged when every parameter's dispersion is at most X, in (0, 1] (default 0.10)",
+    )
+    p.add_argument("--no-follow", action="store_true", help="print the ensemble id and return")
+    p.add_argument("--json", action="store_true", help="print the ensemble as JSON when it ends")
+    add_connection_options(p)
+    p.set_defaults(run=run_ensemble)
 
     p = sub.add_parser("jobs", help="list training jobs", description="List training jobs.")
     p.add_argument("--status", default=None, help="queued, running, completed, failed, cancelled")
@@ -90,6 +79,53 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the gateway's JSON")
     add_connection_options(p)
     p.set_defaults(run=run_cancel)
+
+
+def add_training_options(p: Any, *, seed: bool = True) -> None:
+    """The options of one training request, shared by `train` and `ensemble`."""
+    p.add_argument("--symbol", required=True, help="e.g. BTC/USDT")
+    p.add_argument("--exchange", required=True, help="e.g. binance")
+    p.add_argument("--timeframe", default="5m", help="candle timeframe (default: 5m)")
+    p.add_argument("--strategy", default="LIQUIDITY_SWEEP", help="default: LIQUIDITY_SWEEP")
+    p.add_argument(
+        "--optimizer",
+        default="random",
+        help="random, bayesian, grid or cmaes (default: random)",
+    )
+    p.add_argument("--n-iterations", type=int, required=True, metavar="N", help="trials to run")
+    window = p.add_mutually_exclusive_group()
+    window.add_argument(
+        "--lookback", type=int, metavar="N", help="train on the last N candles of the dataset"
+    )
+    window.add_argument(
+        "--start",
+        metavar="TIME",
+        help="train on the candles from TIME on (ISO 8601, UTC unless an offset is given)",
+    )
+    p.add_argument("--end", metavar="TIME", help="with --start: the window's end (exclusive)")
+    if seed:
+        p.add_argument("--seed", type=int, default=None, help="sampler seed (server default: 42)")
+    p.add_argument("--regime", default=None, help="any, bull, bear or sideways")
+    p.add_argument(
+        "--objective",
+        default=None,
+        help="sharpe_ratio (default), net_profit, sortino_ratio, calmar_ratio or profit_factor",
+    )
+    p.add_argument("--min-trades", type=int, default=None, metavar="N")
+    p.add_argument(
+        "--settings",
+        default=None,
+        metavar="JSON|FILE",
+        help="backtest settings: initial_capital, fee_rate, slippage, risk_per_trade, max_leverage",
+    )
+    p.add_argument(
+        "--pbo-blocks",
+        type=int,
+        default=None,
+        metavar="S",
+        help="blocks of the PBO's splits: even, 2..16 (default 16)",
+    )
+    p.add_argument("--batch-size", type=int, default=None, help=argparse.SUPPRESS)
 
 
 def json_option(text: str, option: str) -> Any:
@@ -132,10 +168,11 @@ def training_payload(args: argparse.Namespace) -> dict[str, Any]:
         "lookback_candles": args.lookback,
         "start": args.start,
         "end": args.end,
-        "seed": args.seed,
+        "seed": getattr(args, "seed", None),
         "objective": args.objective,
         "min_trades": args.min_trades,
         "batch_size": args.batch_size,
+        "pbo_blocks": args.pbo_blocks,
     }
     payload.update({k: v for k, v in optional.items() if v is not None})
     if args.settings is not None:
@@ -221,6 +258,88 @@ def report_outcome(job: dict[str, Any], config: dict[str, Any] | None, out: Text
     out.flush()
 
 
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"--seeds: {text!r} is not a comma-separated list of integers") from None
+    if len(seeds) < 2:
+        raise UserError("--seeds: an ensemble needs at least 2 seeds")
+    if len(set(seeds)) != len(seeds):
+        raise UserError("--seeds: seeds must not repeat")
+    return seeds
+
+
+ENSEMBLE_POLL_S = 0.5
+
+
+async def follow_ensemble(
+    gw: Gateway, ensemble_id: str, trials_per_job: int, progress_out: TextIO | None = None
+) -> dict[str, Any]:
+    """Poll an ensemble until every seed's job has ended, with one progress bar over all of
+    its trials; the final view (with the convergence report)."""
+    bar = render.ProgressBar(None, progress_out or sys.stderr)
+    done_trials: dict[str, int] = {}
+    try:
+        while True:
+            view = await gw.ensemble(ensemble_id)
+            jobs = [j for j in view.get("jobs") or [] if isinstance(j, dict)]
+            for j in jobs:
+                job_id = str(j.get("job_id"))
+                if j.get("status") in ("completed", "failed", "cancelled"):
+                    # An ended job's trials are all accounted for, however many ran.
+                    done_trials[job_id] = trials_per_job
+                elif j.get("status") == "running":
+                    done_trials[job_id] = int((await gw.job(job_id)).get("trials_done") or 0)
+            total = int(view.get("size") or len(jobs)) * trials_per_job
+            done = sum(done_trials.values())
+            ended = view.get("status") == "ended"
+            bar.update(
+                {
+                    "status": "ended" if ended else "running",
+                    "progress": 100.0 if ended else 100.0 * done / max(total, 1),
+                    "trials_done": done,
+                    "n_iterations": total,
+                }
+            )
+            if ended:
+                return view
+            await asyncio.sleep(ENSEMBLE_POLL_S)
+    finally:
+        bar.close()
+
+
+async def _ensemble(args: argparse.Namespace) -> int:
+    payload = training_payload(args)
+    payload["seeds"] = parse_seeds(args.seeds)
+    if args.max_dispersion is not None:
+        payload["max_dispersion"] = args.max_dispersion
+    async with client_for(args) as gw:
+        accepted = await gw.submit_ensemble(payload)
+        ensemble_id = str(accepted.get("ensemble_id", ""))
+        if not ensemble_id:
+            raise GatewayError(f"the gateway accepted the ensemble without an id: {accepted}")
+        if args.no_follow:
+            if args.json:
+                render.print_json(accepted)
+            else:
+                print(f"ensemble {ensemble_id} queued", flush=True)
+                print(
+                    f"follow it with: GET /api/v2/training/ensemble/{ensemble_id}",
+                    file=sys.stderr,
+                )
+            return 0
+        jobs = accepted.get("job_ids") or []
+        print(f"ensemble {ensemble_id}: {len(jobs)} jobs queued", file=sys.stderr, flush=True)
+        view = await follow_ensemble(gw, ensemble_id, args.n_iterations)
+    if args.json:
+        render.print_json(view)
+    else:
+        render.ensemble_report(view, sys.stdout)
+    completed = [j for j in view.get("jobs") or [] if j.get("status") == "completed"]
+    return 0 if completed else 1
+
+
 async def _jobs(args: argparse.Namespace) -> int:
     async with client_for(args) as gw:
         body = await gw.jobs(
@@ -263,6 +382,10 @@ async def _cancel(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     return asyncio.run(_train(args))
+
+
+def run_ensemble(args: argparse.Namespace) -> int:
+    return asyncio.run(_ensemble(args))
 
 
 def run_jobs(args: argparse.Namespace) -> int:

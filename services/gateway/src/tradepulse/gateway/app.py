@@ -29,7 +29,15 @@ from tradepulse.gateway.auth import ApiKeys
 from tradepulse.gateway.backend import Backend, decode
 from tradepulse.gateway.metrics import GatewayMetrics
 from tradepulse.gateway.middleware import GatewayMiddleware
-from tradepulse.gateway.routes import config_status, configs, data, health, strategies, training
+from tradepulse.gateway.routes import (
+    config_status,
+    configs,
+    data,
+    ensembles,
+    health,
+    strategies,
+    training,
+)
 from tradepulse.gateway.settings import ConfigurationError, GatewaySettings, check_startable
 from tradepulse.gateway.state import Gateway
 from tradepulse.gateway.tracking import RecentJobs
@@ -120,7 +128,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     )
     app.state.gateway = gw
     errors.install(app)
-    for module in (training, configs, config_status, data, strategies, health):
+    for module in (training, ensembles, configs, config_status, data, strategies, health):
         app.include_router(module.router)
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")

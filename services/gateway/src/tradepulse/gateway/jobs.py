@@ -48,6 +48,10 @@ def new_job_id() -> str:
     return "job_" + uuid.uuid4().hex
 
 
+def new_ensemble_id() -> str:
+    return "ens_" + uuid.uuid4().hex
+
+
 def describe(c: DatasetCoverage) -> str:
     key = c.dataset
     return f"{key.exchange} {key.symbol} {key.timeframe}"

@@ -47,6 +47,11 @@ class RecentJobs:
             return None
         return job
 
+    def in_ensemble(self, ensemble_id: str) -> list[RecentJob]:
+        """The recent jobs of one seed ensemble (a scan: ensembles are looked up rarely)."""
+        self._prune()
+        return [j for j in self._jobs.values() if j.request.ensemble_id == ensemble_id]
+
     def _prune(self) -> None:
         now = time.monotonic()
         while self._jobs:

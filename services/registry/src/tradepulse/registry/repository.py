@@ -26,7 +26,8 @@ from tradepulse.common.contracts.training import JobCompleted
 _VIEW_COLUMNS = """config_id, job_id, status, strategy, exchange, symbol, timeframe, regime,
     optimizer, seed, objective, params::text AS params, metrics::text AS metrics, fingerprint,
     settings::text AS settings, snapshot, content_hash, window_begin, window_stop, trade_from,
-    first_ms, last_ms, sampler, sampler_version, code_version, created_at"""
+    first_ms, last_ms, sampler, sampler_version, code_version, created_at,
+    validation::text AS validation"""
 
 # Sort keys map onto fixed SQL; nothing the caller sends is ever spliced into a query.
 _SORT_SQL: Mapping[str, str] = {
@@ -34,6 +35,8 @@ _SORT_SQL: Mapping[str, str] = {
     "net_profit": "(metrics->>'net_profit')::double precision",
     "total_trades": "(metrics->>'total_trades')::double precision",
     "created_at": "created_at",
+    "dsr": "dsr",
+    "pbo": "pbo",
 }
 
 
@@ -84,6 +87,7 @@ def _view(row: asyncpg.Record, history: list[asyncpg.Record]) -> ConfigView:
             "sampler_version": row["sampler_version"],
             "code_version": row["code_version"],
             "created_at": row["created_at"].isoformat(),
+            "validation": None if row["validation"] is None else json.loads(row["validation"]),
             "history": [
                 {
                     "from_status": h["from_status"],
@@ -116,6 +120,7 @@ class Repository:
         Returns False, writing nothing, when the job already has a configuration.
         """
         at = datetime.fromisoformat(promoted.at)
+        validation = job.validation
         async with self._pool.acquire() as conn, conn.transaction():
             created = await conn.fetchval(
                 """INSERT INTO registry.configs (
@@ -123,9 +128,11 @@ class Repository:
                     optimizer, seed, objective, n_iterations, best_trial, best_value, params,
                     metrics, fingerprint, settings, snapshot, content_hash, window_begin,
                     window_stop, trade_from, first_ms, last_ms, sampler, sampler_version,
-                    batch_size, code_version, source_message_id, created_at, updated_at)
+                    batch_size, code_version, source_message_id, created_at, updated_at,
+                    validation, dsr, pbo)
                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                    $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $31)
+                    $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $31,
+                    $32, $33, $34)
                 ON CONFLICT (job_id) DO NOTHING
                 RETURNING true""",
                 config_id,
@@ -159,6 +166,9 @@ class Repository:
                 job.code_version,
                 source_message_id,
                 at,
+                None if validation is None else validation.model_dump_json(),
+                None if validation is None else validation.dsr,
+                None if validation is None or validation.pbo is None else validation.pbo.pbo,
             )
             if not created:
                 return False
@@ -216,6 +226,10 @@ class Repository:
             condition(f"{_SORT_SQL['sharpe_ratio']} >= ?", query.min_sharpe)
         if query.min_trades is not None:
             condition(f"{_SORT_SQL['total_trades']} >= ?", float(query.min_trades))
+        if query.min_dsr is not None:
+            condition("dsr >= ?", query.min_dsr)
+        if query.max_pbo is not None:
+            condition("pbo <= ?", query.max_pbo)
         if query.symbol is not None:
             condition("symbol = ?", query.symbol)
         if query.strategy is not None:

@@ -27,7 +27,14 @@ from nats.js.errors import ObjectNotFoundError
 
 from tradepulse.common.bus import connect, ensure_streams, get_object
 from tradepulse.common.contracts.base import Message
-from tradepulse.common.contracts.training import CancelJob, GetJob, JobStatus, ListJobs, ListTrials
+from tradepulse.common.contracts.training import (
+    CancelJob,
+    GetEnsemble,
+    GetJob,
+    JobStatus,
+    ListJobs,
+    ListTrials,
+)
 from tradepulse.common.db import apply_migrations, create_pool
 from tradepulse.common.logging import get_logger
 from tradepulse.common.metrics import serve_metrics
@@ -77,6 +84,7 @@ class Trainer:
         await self._reply(n.get_job, GetJob, lambda r: queries.get_job(r, deps))
         await self._reply(n.list_trials, ListTrials, lambda r: queries.list_trials(r, deps))
         await self._reply(n.list_jobs, ListJobs, lambda r: queries.list_jobs(r, deps))
+        await self._reply(n.get_ensemble, GetEnsemble, lambda r: queries.get_ensemble(r, deps))
         await self.nc.subscribe(n.cancel_broadcast("*"), cb=self._on_cancel_broadcast)
         self.jobs_sub = await self._pull(
             n.training_requested, n.trainer_jobs_durable, n.jobs_stream, s.job_ack_wait

@@ -18,6 +18,7 @@ from tradepulse.common.contracts.training import (
     TrialWork,
 )
 from tradepulse.quant import BacktestSettings, Candles, get_strategy, run_backtest
+from tradepulse.trainer.validation import trial_block_sums
 
 SnapshotLoader = Callable[[str], Awaitable[bytes]]
 
@@ -93,4 +94,5 @@ async def evaluate(
         duration_ms=duration_ms,
         replica=replica,
         reason=reason,
+        block_sums=trial_block_sums(result, work.pbo_blocks),
     )

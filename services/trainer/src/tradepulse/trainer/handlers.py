@@ -29,6 +29,7 @@ from tradepulse.trainer.deps import Deps
 from tradepulse.trainer.errors import JobError, JobHeldElsewhereError
 from tradepulse.trainer.optimizer import SamplerSpec
 from tradepulse.trainer.study import StudyRunner, StudySpec
+from tradepulse.trainer.validation import record_report
 
 log = get_logger("trainer")
 
@@ -116,14 +117,18 @@ async def hold_job(
         # Resumed with every trial already stored (the last holder died after the workers
         # finished): no batch was told, so the job's best and count are recorded here.
         await record_progress(request, n, results, deps)
-    return await complete_job(request, results, deps)
+    return await complete_job(request, window, results, deps)
 
 
 async def complete_job(
-    request: TrainingRequested, results: Mapping[int, TrialCompleted], deps: Deps
+    request: TrainingRequested,
+    window: DataWindow,
+    results: Mapping[int, TrialCompleted],
+    deps: Deps,
 ) -> str:
     """The job's optimization is over with every trial's result: the one place where a job
-    becomes completed (its best is the stored best_trial) or, with no usable trial, failed."""
+    becomes completed (its best is the stored best_trial, its validation report stored first)
+    or, with no usable trial, failed."""
     job_id = request.job_id
     best = plan.best_of(results)
     if best is None:
@@ -133,6 +138,7 @@ async def complete_job(
         return await finish_failed(
             job_id, f"none of the {n} trials produced a usable {request.objective}{example}", deps
         )
+    await record_report(deps.store, deps.cache, request, window, best.number)
     await deps.store.finish(job_id, "completed")
     await publish_terminal(job_id, deps)
     return "completed"
@@ -261,5 +267,6 @@ async def publish_terminal(job_id: str, deps: Deps) -> None:
             sampler_version=job.sampler_version,
             batch_size=job.batch_size,
             code_version=deps.code_version,
+            validation=job.validation,
         )
     )

@@ -24,6 +24,7 @@ from tradepulse.common.contracts.training import (
     TrainingRequested,
     TrialCompleted,
     TrialWork,
+    ValidationReport,
 )
 
 JobEvent = JobProgress | JobCompleted | JobFailed | JobCancelled
@@ -53,6 +54,7 @@ class JobRow:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    validation: ValidationReport | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,29 @@ class StoredTrial:
     replica: str
     reason: str | None
     system_attrs: dict[str, Any]
+    block_sums: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class EvaluatedTrial:
+    """What the overfitting statistics need of a trial whose Sharpe is not null (validation
+    spec section 0): its annualized Sharpe and its per-block sums (s1 then s2), if it has them."""
+
+    number: int
+    sharpe_ratio: float
+    block_sums: list[float] | None
+
+
+@dataclass(frozen=True)
+class EnsembleJob:
+    """One seed's job of an ensemble, with its best trial's parameters once it has one."""
+
+    job_id: str
+    request: TrainingRequested
+    status: JobStatus
+    best_value: float | None
+    best_trial: int | None
+    best_params: dict[str, float | int] | None
 
 
 class JobStore(Protocol):
@@ -145,6 +170,18 @@ class JobStore(Protocol):
         """Job ids, newest first (then by id), with the total matching the filters."""
 
     async def jobs_by_status(self) -> dict[str, int]: ...
+
+    async def evaluated_trials(self, job_id: str) -> list[EvaluatedTrial]:
+        """The job's trials whose Sharpe is not null, in trial order."""
+        ...
+
+    async def store_validation(self, job_id: str, report: ValidationReport) -> None:
+        """Record a running job's report (a job in any other status is left as it is)."""
+        ...
+
+    async def ensemble_jobs(self, ensemble_id: str) -> list[EnsembleJob]:
+        """The ensemble's recorded jobs in seed order."""
+        ...
 
 
 class Subscription(Protocol):

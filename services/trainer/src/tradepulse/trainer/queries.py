@@ -12,6 +12,8 @@ from tradepulse.common.contracts.base import INVALID_REQUEST, UNAVAILABLE, Error
 from tradepulse.common.contracts.training import (
     CancelJob,
     CancelReply,
+    EnsembleReply,
+    GetEnsemble,
     GetJob,
     JobReply,
     JobsReply,
@@ -25,6 +27,7 @@ from tradepulse.trainer.deps import Deps
 from tradepulse.trainer.handlers import publish_terminal
 from tradepulse.trainer.policy import TRANSIENT
 from tradepulse.trainer.ports import StoredTrial
+from tradepulse.trainer.validation import ensemble_view
 
 M = TypeVar("M", bound=Message)
 
@@ -68,6 +71,11 @@ async def list_jobs(request: ListJobs, deps: Deps) -> JobsReply:
     return JobsReply(total=total, jobs=[v for v in views if v is not None])
 
 
+async def get_ensemble(request: GetEnsemble, deps: Deps) -> EnsembleReply:
+    rows = await deps.store.ensemble_jobs(request.ensemble_id)
+    return EnsembleReply(ensemble=ensemble_view(request.ensemble_id, rows))
+
+
 async def list_trials(request: ListTrials, deps: Deps) -> TrialsReply:
     total, trials = await deps.store.list_trials(request.job_id, request.limit, request.offset)
     return TrialsReply(job_id=request.job_id, total=total, trials=[trial_view(t) for t in trials])
@@ -103,6 +111,7 @@ async def job_view(job_id: str, deps: Deps) -> JobView | None:
         created_at=job.created_at.isoformat(),
         started_at=_iso(job.started_at),
         finished_at=_iso(job.finished_at),
+        validation=job.validation,
     )
 
 

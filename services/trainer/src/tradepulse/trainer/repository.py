@@ -18,15 +18,16 @@ from tradepulse.common.contracts.training import (
     JobStatus,
     TrainingRequested,
     TrialCompleted,
+    ValidationReport,
 )
 from tradepulse.common.db.pool import retrying
-from tradepulse.trainer.ports import JobRow, StoredTrial
+from tradepulse.trainer.ports import EnsembleJob, EvaluatedTrial, JobRow, StoredTrial
 
 _JOB_COLUMNS = """job_id, request, status, progress, trials_done, n_iterations, best_trial,
     best_value, error, sampler, sampler_version, batch_size, data_window, holder, lease_until,
-    cancel_requested, created_at, started_at, finished_at"""
+    cancel_requested, created_at, started_at, finished_at, validation"""
 _TRIAL_COLUMNS = """number, params, state, value, metrics, fingerprint, duration_ms, replica,
-    reason, system_attrs"""
+    reason, system_attrs, block_sums"""
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
@@ -39,6 +40,8 @@ def _job(row: asyncpg.Record) -> JobRow:
     fields["request"] = TrainingRequested.model_validate(fields["request"])
     window = fields["data_window"]
     fields["data_window"] = DataWindow.model_validate(window) if window else None
+    report = fields["validation"]
+    fields["validation"] = ValidationReport.model_validate(report) if report else None
     return JobRow(**fields)
 
 
@@ -174,8 +177,8 @@ class TrainingRepository:
         async def op() -> None:
             await self.pool.executemany(
                 """INSERT INTO training.trials (job_id, number, params, state, value, metrics,
-                       fingerprint, duration_ms, replica, reason, system_attrs)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                       fingerprint, duration_ms, replica, reason, system_attrs, block_sums)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
                    ON CONFLICT (job_id, number) DO NOTHING""",
                 [
                     (
@@ -190,6 +193,7 @@ class TrainingRepository:
                         r.replica,
                         r.reason,
                         attrs,
+                        r.block_sums,
                     )
                     for r, attrs in trials
                 ],
@@ -294,3 +298,52 @@ class TrainingRepository:
     async def jobs_by_status(self) -> dict[str, int]:
         rows = await self._fetch("SELECT status, count(*) AS n FROM training.jobs GROUP BY status")
         return {r["status"]: int(r["n"]) for r in rows}
+
+    # Overfitting statistics and seed ensembles (validation spec sections 1-2, 4) -------------
+
+    async def evaluated_trials(self, job_id: str) -> list[EvaluatedTrial]:
+        """The job's evaluated trials (a Sharpe that is not null), in trial order.
+
+        The Sharpe travels as the text json.dumps wrote, so float() gives back its bits.
+        """
+        rows = await self._fetch(
+            """SELECT number, metrics->>'sharpe_ratio' AS sharpe, block_sums
+               FROM training.trials
+               WHERE job_id = $1 AND metrics->>'sharpe_ratio' IS NOT NULL
+               ORDER BY number""",
+            job_id,
+        )
+        return [EvaluatedTrial(r["number"], float(r["sharpe"]), r["block_sums"]) for r in rows]
+
+    async def store_validation(self, job_id: str, report: ValidationReport) -> None:
+        """Record a running job's report; the same job always gets the same report, so a
+        replica that takes over and stores it again changes nothing."""
+        await self._execute(
+            """UPDATE training.jobs SET validation = $2, updated_at = now()
+               WHERE job_id = $1 AND status = 'running'""",
+            job_id,
+            report.model_dump(mode="json"),
+        )
+
+    async def ensemble_jobs(self, ensemble_id: str) -> list[EnsembleJob]:
+        """The ensemble's jobs in seed order, each with its best trial's parameters."""
+        rows = await self._fetch(
+            """SELECT j.job_id, j.request, j.status, j.best_value, j.best_trial,
+                      t.params AS best_params
+               FROM training.jobs j
+               LEFT JOIN training.trials t ON t.job_id = j.job_id AND t.number = j.best_trial
+               WHERE j.request->>'ensemble_id' = $1
+               ORDER BY (j.request->>'seed')::numeric, j.job_id""",
+            ensemble_id,
+        )
+        return [
+            EnsembleJob(
+                job_id=r["job_id"],
+                request=TrainingRequested.model_validate(r["request"]),
+                status=r["status"],
+                best_value=r["best_value"],
+                best_trial=r["best_trial"],
+                best_params=r["best_params"],
+            )
+            for r in rows
+        ]

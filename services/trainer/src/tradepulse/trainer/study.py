@@ -207,6 +207,7 @@ class StudyRunner:
             settings=request.settings,
             objective=request.objective,
             min_trades=request.min_trades,
+            pbo_blocks=request.pbo_blocks,
         )
 
     async def _wait_for(self, numbers: list[int], inbox: Inbox) -> dict[int, TrialCompleted] | None:

@@ -13,11 +13,13 @@ from tradepulse.common.contracts.training import (
     DataWindow,
     MetricValues,
     ParamValues,
+    ValidationReport,
 )
 
 ConfigStatus = Literal["DISCOVERY", "CANDIDATE", "PAPER", "LIVE", "RETIRED"]
-# What a list of configurations can be ordered by: two metrics, the trade count, the age.
-ConfigSort = Literal["sharpe_ratio", "net_profit", "total_trades", "created_at"]
+# What a list of configurations can be ordered by: two metrics, the trade count, the age, and
+# the two overfitting figures of the job's validation report (deflated Sharpe, PBO).
+ConfigSort = Literal["sharpe_ratio", "net_profit", "total_trades", "created_at", "dsr", "pbo"]
 
 # Who made an automatic change (a configuration's birth, a rule of the lifecycle).
 REGISTRY_ACTOR = "registry"
@@ -109,12 +111,15 @@ class ConfigView(Contract):
     code_version: str
     created_at: str
     history: list[StatusChange] = Field(default_factory=list)
+    validation: ValidationReport | None = None
 
 
 class ListConfigs(Message):
     status: ConfigStatus | None = None
     min_sharpe: float | None = None
     min_trades: int | None = None
+    min_dsr: float | None = Field(default=None, allow_inf_nan=False)
+    max_pbo: float | None = Field(default=None, allow_inf_nan=False)
     symbol: str | None = None
     strategy: str | None = None
     sort: ConfigSort = "created_at"

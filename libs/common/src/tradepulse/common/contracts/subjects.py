@@ -114,6 +114,10 @@ class Names:
         return f"{self.prefix}.rpc.training.jobs"
 
     @property
+    def get_ensemble(self) -> str:
+        return f"{self.prefix}.rpc.training.ensemble"
+
+    @property
     def list_trials(self) -> str:
         return f"{self.prefix}.rpc.training.trials"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from tradepulse.common.contracts.base import ID_PATTERN, Contract, Message
 from tradepulse.common.contracts.market import DatasetKey
@@ -22,6 +22,11 @@ JOB_STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
 TERMINAL_STATUSES: frozenset[JobStatus] = frozenset(get_args(TerminalStatus))
 ParamValues = dict[str, float | int]
 MetricValues = dict[str, float | int | None]
+MAX_PBO_BLOCKS = 16
+MAX_ENSEMBLE_SEEDS = 100
+DEFAULT_MAX_DISPERSION = 0.10
+LOGIT_QUANTILES = ("5", "25", "50", "75", "95")
+LOGIT_BINS = 24
 
 MAX_SEED = 2**63 - 1
 MAX_ITERATIONS = 100_000
@@ -92,6 +97,36 @@ class TrainingRequested(Message):
     min_trades: int = Field(default=1, ge=0)
     settings: BacktestSettingsModel = BacktestSettingsModel()
     batch_size: int | None = Field(default=None, ge=1, le=MAX_BATCH_SIZE)
+    pbo_blocks: int = Field(
+        default=MAX_PBO_BLOCKS,
+        ge=2,
+        le=MAX_PBO_BLOCKS,
+        description="S of the job's PBO (validation spec section 2): even, 2..16",
+    )
+    ensemble_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=ID_PATTERN)
+    ensemble_size: int | None = Field(
+        default=None, ge=2, le=MAX_ENSEMBLE_SEEDS, description="the ensemble's number of seeds"
+    )
+    max_dispersion: float = Field(
+        default=DEFAULT_MAX_DISPERSION,
+        gt=0,
+        le=1,
+        allow_inf_nan=False,
+        description="an ensemble converges when every parameter's dispersion is at most this",
+    )
+
+    @field_validator("pbo_blocks")
+    @classmethod
+    def _even_blocks(cls, value: int) -> int:
+        if value % 2:
+            raise ValueError(f"must be even, not {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _ensemble(self) -> TrainingRequested:
+        if (self.ensemble_id is None) != (self.ensemble_size is None):
+            raise ValueError("give ensemble_id and ensemble_size together, or neither")
+        return self
 
     @model_validator(mode="after")
     def _one_window(self) -> TrainingRequested:
@@ -141,10 +176,17 @@ class TrialWork(Message):
     settings: BacktestSettingsModel
     objective: Objective
     min_trades: int
+    pbo_blocks: int = Field(default=MAX_PBO_BLOCKS, ge=2, le=MAX_PBO_BLOCKS)
 
 
 class TrialCompleted(Message):
-    """A trial's result. `value` is None when the trial failed (too few trades, null metric)."""
+    """A trial's result. `value` is None when the trial failed (too few trades, null metric).
+
+    `block_sums` is what the job's PBO needs of the trial (validation spec section 2): the
+    sums of its returns over the `S` blocks, then the sums of their squares (2*S floats). It is
+    None for a trial that is not evaluated (its evaluation crashed, or its Sharpe is null);
+    a trial below `min_trades` is evaluated and carries them.
+    """
 
     job_id: str
     number: int
@@ -156,6 +198,7 @@ class TrialCompleted(Message):
     duration_ms: float
     replica: str
     reason: str | None = None
+    block_sums: list[float] | None = Field(default=None, max_length=2 * MAX_PBO_BLOCKS)
 
 
 class JobProgress(Message):
@@ -166,6 +209,61 @@ class JobProgress(Message):
     n_iterations: int
     best_value: float | None = None
     best_trial: int | None = None
+
+
+class SelectedTrial(Contract):
+    """The trial the statistics judge: the job's best. `returns` is its T; the moments are
+    population moments (kurtosis not excess), null when the returns do not vary."""
+
+    trial: int = Field(ge=0)
+    sharpe_per_bar: float
+    returns: int = Field(ge=0)
+    skew: float | None
+    kurtosis: float | None
+
+
+class Degradation(Contract):
+    """The least-squares line P'_n* = intercept + slope * P_n* over the CSCV sets."""
+
+    slope: float | None
+    intercept: float | None
+    r2: float | None
+
+
+class PboReport(Contract):
+    """Probability of backtest overfitting by CSCV (validation spec section 2)."""
+
+    blocks: int = Field(ge=2, le=MAX_PBO_BLOCKS)
+    sets: int = Field(ge=1)
+    pbo: float = Field(ge=0, le=1)
+    prob_oos_loss: float = Field(ge=0, le=1)
+    degradation: Degradation
+    logit_quantiles: dict[str, float]
+    logit_histogram: list[int] = Field(min_length=LOGIT_BINS, max_length=LOGIT_BINS)
+
+    @model_validator(mode="after")
+    def _quantile_keys(self) -> PboReport:
+        if tuple(self.logit_quantiles) != LOGIT_QUANTILES:
+            raise ValueError(f"logit_quantiles must have the keys {', '.join(LOGIT_QUANTILES)}")
+        return self
+
+
+class ValidationReport(Contract):
+    """How much of a job's best is the search (validation spec sections 1-2).
+
+    `expected_max_sharpe` is annualized, `expected_max_sharpe_per_bar` is not; `psr`, `dsr`
+    and `pbo` are null where the spec makes them null (e.g. `pbo` with fewer than 2 evaluated
+    trials or blocks of fewer than 2 returns).
+    """
+
+    n_trials: int = Field(ge=0)
+    sharpe_variance: float | None
+    expected_max_sharpe: float | None
+    expected_max_sharpe_per_bar: float | None
+    selected: SelectedTrial | None
+    psr: float | None = Field(ge=0, le=1)
+    dsr: float | None = Field(ge=0, le=1)
+    pbo: PboReport | None
 
 
 class JobCompleted(Message):
@@ -190,6 +288,7 @@ class JobCompleted(Message):
     sampler_version: str
     batch_size: int
     code_version: str
+    validation: ValidationReport | None = None
 
 
 class JobFailed(Message):
@@ -234,6 +333,9 @@ class JobView(Contract):
     created_at: str
     started_at: str | None
     finished_at: str | None
+    validation: ValidationReport | None = Field(
+        default=None, description="the overfitting statistics of a completed job"
+    )
 
 
 class JobReply(Message):
@@ -278,3 +380,52 @@ class TrialsReply(Message):
     job_id: str
     total: int
     trials: list[TrialView]
+
+
+# Seed ensembles (validation spec section 4) ----------------------------------------------------
+
+
+class GetEnsemble(Message):
+    ensemble_id: str = Field(min_length=1, max_length=64, pattern=ID_PATTERN)
+
+
+class EnsembleMember(Contract):
+    job_id: str
+    seed: int
+    status: JobStatus
+    best_value: float | None
+    best_trial: int | None
+    best_params: ParamValues | None
+
+
+class ObjectiveSpread(Contract):
+    """The completed seeds' best objective values: std with ddof 1 (null under 2 seeds)."""
+
+    mean: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+
+
+class ConvergenceReport(Contract):
+    """Over the completed seeds: each parameter's dispersion, std / (high - low) of its range
+    (null under 2 seeds), and `converged` when every one is at most `max_dispersion`."""
+
+    completed: int = Field(ge=0)
+    dispersion: dict[str, float | None]
+    objective: ObjectiveSpread
+    max_dispersion: float
+    converged: bool
+
+
+class EnsembleView(Contract):
+    ensemble_id: str
+    size: int = Field(description="the ensemble's number of seeds")
+    max_dispersion: float
+    ended: bool = Field(description="every seed's job has ended")
+    jobs: list[EnsembleMember] = Field(description="the seeds' jobs the trainers recorded")
+    convergence: ConvergenceReport | None = Field(description="once every job has ended")
+
+
+class EnsembleReply(Message):
+    ensemble: EnsembleView | None

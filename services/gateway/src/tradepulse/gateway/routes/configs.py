@@ -37,6 +37,13 @@ async def list_configs(
     status: ConfigStatus | None = None,
     min_sharpe: Annotated[float | None, Query(allow_inf_nan=False, ge=-1e9, le=1e9)] = None,
     min_trades: Annotated[int | None, Query(ge=0, le=1_000_000_000)] = None,
+    min_dsr: Annotated[
+        float | None, Query(allow_inf_nan=False, ge=0, le=1, description="deflated Sharpe")
+    ] = None,
+    max_pbo: Annotated[
+        float | None,
+        Query(allow_inf_nan=False, ge=0, le=1, description="probability of backtest overfitting"),
+    ] = None,
     symbol: Annotated[Symbol | None, Query()] = None,
     strategy: Annotated[StrategyName | None, Query()] = None,
     sort: ConfigSort = "created_at",
@@ -45,7 +52,9 @@ async def list_configs(
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> ConfigsPage:
     """E.g. Sharpe above 1 and more than 50 trades, best first:
-    `?min_sharpe=1&min_trades=51&sort=sharpe_ratio&order=desc`."""
+    `?min_sharpe=1&min_trades=51&sort=sharpe_ratio&order=desc`; or the ones whose edge is
+    likely real and not overfit: `?min_dsr=0.95&max_pbo=0.5&sort=dsr`. Configurations
+    without the figure (null) do not pass its filter and sort last."""
 
     async def page(start: int, count: int) -> tuple[int, list[ConfigView]]:
         reply = await gw.backend.request(
@@ -54,6 +63,8 @@ async def list_configs(
                 status=status,
                 min_sharpe=min_sharpe,
                 min_trades=min_trades,
+                min_dsr=min_dsr,
+                max_pbo=max_pbo,
                 symbol=symbol,
                 strategy=strategy,
                 sort=sort,

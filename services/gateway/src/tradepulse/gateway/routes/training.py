@@ -26,7 +26,6 @@ from tradepulse.gateway.paging import fetch_pages
 from tradepulse.gateway.schemas.common import StrategyName, Symbol
 from tradepulse.gateway.schemas.training import (
     CancelOut,
-    EnsembleAccepted,
     EnsembleBody,
     JobAccepted,
     JobOut,
@@ -36,6 +35,7 @@ from tradepulse.gateway.schemas.training import (
     job_out,
     trial_out,
 )
+from tradepulse.gateway.schemas.validation import EnsembleAccepted
 
 router = APIRouter(prefix="/api/v2/training", tags=["training"])
 
@@ -79,9 +79,21 @@ async def start(
 async def ensemble(body: EnsembleBody, gw: GatewayDep, _: ApiKeyDep) -> EnsembleAccepted:
     await jobs.check_data(gw, body)
     seeds = body.seed_list()
-    requests = [body.to_request(jobs.new_job_id(), seed=seed) for seed in seeds]
+    ensemble_id = jobs.new_ensemble_id()
+    requests = [
+        body.to_request(
+            jobs.new_job_id(),
+            seed=seed,
+            ensemble_id=ensemble_id,
+            ensemble_size=len(seeds),
+            max_dispersion=body.max_dispersion,
+        )
+        for seed in seeds
+    ]
     await jobs.submit(gw, requests)
-    return EnsembleAccepted(job_ids=[r.job_id for r in requests], seeds=seeds)
+    return EnsembleAccepted(
+        ensemble_id=ensemble_id, job_ids=[r.job_id for r in requests], seeds=seeds
+    )
 
 
 @router.get(

@@ -15,6 +15,7 @@ from tradepulse.common.contracts.registry import (
     StatusRefusal,
 )
 from tradepulse.gateway.schemas.common import Body, iso_ms
+from tradepulse.gateway.schemas.validation import ValidationOut, validation_out
 
 
 class StatusChangeOut(BaseModel):
@@ -105,6 +106,9 @@ class ConfigOut(BaseModel):
     created_at: str
     lineage: Lineage
     history: list[StatusChangeOut]
+    validation: ValidationOut | None = Field(
+        default=None, description="the overfitting statistics of the job that made it"
+    )
 
 
 def config_out(view: ConfigView) -> ConfigOut:
@@ -139,6 +143,7 @@ def config_out(view: ConfigView) -> ConfigOut:
             settings=view.settings.model_dump(),
         ),
         history=[StatusChangeOut(**h.model_dump()) for h in view.history],
+        validation=validation_out(view.validation),
     )
 
 

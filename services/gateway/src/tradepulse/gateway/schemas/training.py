@@ -7,12 +7,14 @@ import math
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tradepulse.common.contracts.market import DatasetKey
 from tradepulse.common.contracts.training import (
+    DEFAULT_MAX_DISPERSION,
     MAX_BATCH_SIZE,
     MAX_ITERATIONS,
+    MAX_PBO_BLOCKS,
     MAX_SEED,
     PREDECESSOR_PAYLOAD,
     BacktestSettingsModel,
@@ -37,6 +39,7 @@ from tradepulse.gateway.schemas.common import (
     iso_ms,
     to_ms,
 )
+from tradepulse.gateway.schemas.validation import ValidationOut, validation_out
 
 MAX_SEEDS = 100
 
@@ -73,6 +76,21 @@ class TrainingBody(Body):
     min_trades: Annotated[StrictInt, Field(ge=0, le=100_000_000)] = 1
     settings: BacktestSettingsBody = Field(default_factory=BacktestSettingsBody)
     batch_size: Annotated[StrictInt, Field(ge=1, le=MAX_BATCH_SIZE)] | None = None
+    pbo_blocks: Annotated[
+        StrictInt,
+        Field(
+            ge=2,
+            le=MAX_PBO_BLOCKS,
+            description="S, the blocks of the PBO's combinatorial splits: even, 2..16",
+        ),
+    ] = MAX_PBO_BLOCKS
+
+    @field_validator("pbo_blocks")
+    @classmethod
+    def _even_blocks(cls, value: int) -> int:
+        if value % 2:
+            raise ValueError(f"must be even, not {value}")
+        return value
 
     @model_validator(mode="after")
     def _window(self) -> TrainingBody:
@@ -91,7 +109,15 @@ class TrainingBody(Body):
     def dataset(self) -> DatasetKey:
         return DatasetKey(exchange=self.exchange, symbol=self.symbol, timeframe=self.timeframe)
 
-    def to_request(self, job_id: str, seed: int | None = None) -> TrainingRequested:
+    def to_request(
+        self,
+        job_id: str,
+        seed: int | None = None,
+        *,
+        ensemble_id: str | None = None,
+        ensemble_size: int | None = None,
+        max_dispersion: float = DEFAULT_MAX_DISPERSION,
+    ) -> TrainingRequested:
         return TrainingRequested(
             message_id=job_id,
             job_id=job_id,
@@ -108,6 +134,10 @@ class TrainingBody(Body):
             min_trades=self.min_trades,
             settings=BacktestSettingsModel(**self.settings.model_dump()),
             batch_size=self.batch_size,
+            pbo_blocks=self.pbo_blocks,
+            ensemble_id=ensemble_id,
+            ensemble_size=ensemble_size,
+            max_dispersion=max_dispersion,
         )
 
 
@@ -119,8 +149,15 @@ class EnsembleBody(TrainingBody):
         json_schema_extra={"examples": [{**PREDECESSOR_PAYLOAD, "seed": 1, "n_seeds": 5}]},
     )
 
-    seeds: Annotated[list[Seed], Field(min_length=1, max_length=MAX_SEEDS)] | None = None
-    n_seeds: Annotated[StrictInt, Field(ge=1, le=MAX_SEEDS)] | None = None
+    seeds: Annotated[list[Seed], Field(min_length=2, max_length=MAX_SEEDS)] | None = None
+    n_seeds: Annotated[StrictInt, Field(ge=2, le=MAX_SEEDS)] | None = None
+    max_dispersion: float = Field(
+        default=DEFAULT_MAX_DISPERSION,
+        gt=0,
+        le=1,
+        allow_inf_nan=False,
+        description="the seeds converge when every parameter's dispersion is at most this",
+    )
 
     @model_validator(mode="after")
     def _seeds(self) -> EnsembleBody:
@@ -144,12 +181,6 @@ class EnsembleBody(TrainingBody):
 
 class JobAccepted(BaseModel):
     job_id: str
-    status: Literal["queued"] = "queued"
-
-
-class EnsembleAccepted(BaseModel):
-    job_ids: list[str]
-    seeds: list[int]
     status: Literal["queued"] = "queued"
 
 
@@ -188,6 +219,9 @@ class JobOut(BaseModel):
     started_at: str | None
     finished_at: str | None
     duration_s: float | None = Field(description="from started_at to finished_at")
+    validation: ValidationOut | None = Field(
+        default=None, description="the overfitting statistics, once the job has completed"
+    )
 
 
 def _duration(started: str | None, finished: str | None) -> float | None:
@@ -239,6 +273,7 @@ def job_out(view: JobView, config_id: str | None = None) -> JobOut:
         started_at=view.started_at,
         finished_at=view.finished_at,
         duration_s=_duration(view.started_at, view.finished_at),
+        validation=validation_out(view.validation),
     )
 
 
