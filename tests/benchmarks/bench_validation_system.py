@@ -46,11 +46,8 @@ from tradepulse.quant.validation import (  # noqa: E402
     pbo_from_block_sums,
     result_returns,
 )
-from tradepulse.trainer.repository import (  # noqa: E402
-    EvaluatedTrial,
-    TrainingRepository,
-    init_connection,
-)
+from tradepulse.trainer.ports import EvaluatedTrial  # noqa: E402
+from tradepulse.trainer.repository import TrainingRepository, init_connection  # noqa: E402
 from tradepulse.trainer.validation import assemble_report, trial_block_sums  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "binance_BTC-USDT_5m.csv.gz"
