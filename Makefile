@@ -23,9 +23,10 @@ lint: install
 	@echo "== mypy"; $(VENV)/mypy libs/*/src cli/src services/*/src tests
 	@echo "== import rules"; $(VENV)/lint-imports
 
-# No server needed: the core, the contracts, the gateway in-process, the CLI.
+# No server needed: the core, the contracts, the gateway in-process, the CLI. Tests marked
+# slow (the whole BTC file, the pure-Python PBO reference at 16 blocks) run in `make test`.
 unit: install
-	@$(PYTEST) tests/unit
+	@$(PYTEST) -m "not slow" tests/unit
 
 # Real NATS (127.0.0.1:4222) and PostgreSQL (127.0.0.1:5432): each test its own namespace.
 integration: install
