@@ -202,6 +202,8 @@ class ConsumerSpec:
     policy: AckPolicy
     batch: int = 1
     deliver_policy: api.DeliverPolicy = api.DeliverPolicy.ALL
+    # Deliveries unsettled at once (naks with a delay included); None: the server's default.
+    max_ack_pending: int | None = None
 
     def config(self) -> api.ConsumerConfig:
         return api.ConsumerConfig(
@@ -211,7 +213,26 @@ class ConsumerSpec:
             ack_wait=self.policy.ack_wait_s,
             max_deliver=self.policy.max_deliver,
             deliver_policy=self.deliver_policy,
+            max_ack_pending=self.max_ack_pending,
         )
+
+
+async def pull_subscription(
+    js: JetStreamContext, spec: ConsumerSpec
+) -> JetStreamContext.PullSubscription:
+    """Create (or find) the durable consumer of `spec` and subscribe to it. A durable that
+    exists keeps the configuration it was created with."""
+    for attempt in range(20):
+        try:
+            return await js.pull_subscribe(
+                spec.subject, durable=spec.durable, stream=spec.stream, config=spec.config()
+            )
+        except nats.js.errors.BadRequestError:
+            # Another replica created the same durable consumer at the same moment.
+            await asyncio.sleep(0.1 * (attempt + 1))
+    return await js.pull_subscribe(
+        spec.subject, durable=spec.durable, stream=spec.stream, config=spec.config()
+    )
 
 
 class Consumer(Generic[M]):
@@ -245,7 +266,7 @@ class Consumer(Generic[M]):
 
     async def start(self) -> None:
         """Create (or find) the durable consumer, then pull in the background."""
-        sub = await self._subscribe()
+        sub = await pull_subscription(self._js, self.spec)
         self._task = asyncio.create_task(self._loop(sub), name=f"consume-{self.spec.name}")
 
     async def stop(self, grace: float = 5.0) -> None:
@@ -257,20 +278,6 @@ class Consumer(Generic[M]):
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(self._task, grace)
-
-    async def _subscribe(self) -> JetStreamContext.PullSubscription:
-        spec = self.spec
-        for attempt in range(20):
-            try:
-                return await self._js.pull_subscribe(
-                    spec.subject, durable=spec.durable, stream=spec.stream, config=spec.config()
-                )
-            except nats.js.errors.BadRequestError:
-                # Another replica created the same durable consumer at the same moment.
-                await asyncio.sleep(0.1 * (attempt + 1))
-        return await self._js.pull_subscribe(
-            spec.subject, durable=spec.durable, stream=spec.stream, config=spec.config()
-        )
 
     async def _loop(self, sub: JetStreamContext.PullSubscription) -> None:
         failures = 0
