@@ -19,6 +19,7 @@ from tradepulse.trainer.errors import JobError, JobHeldElsewhereError
 from tradepulse.trainer.plan import Action, Batch, JobState
 from tradepulse.trainer.policy import (
     MalformedMessageError,
+    NewerSchemaError,
     Queue,
     RetryPolicy,
     Settle,
@@ -170,6 +171,8 @@ POLICY = RetryPolicy(lease_seconds=15, trial_max_deliver=3)
         (Queue.JOBS, KeyError("bug"), 1, Verdict(Settle.GIVE_UP)),
         (Queue.JOBS, JobError("no data"), 1, Verdict(Settle.GIVE_UP)),
         (Queue.TRIALS, MalformedMessageError("x"), 1, Verdict(Settle.TERM)),
+        (Queue.JOBS, NewerSchemaError("v9"), 1, Verdict(Settle.NAK, delay=30)),
+        (Queue.TRIALS, NewerSchemaError("v9"), 1, Verdict(Settle.NAK, delay=30)),
         (Queue.TRIALS, ConnectionError("gone"), 9, Verdict(Settle.NAK, delay=1)),
         (Queue.TRIALS, IndexError("bug"), 1, Verdict(Settle.NAK, delay=2)),
         (Queue.TRIALS, IndexError("bug"), 2, Verdict(Settle.NAK, delay=2)),

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
@@ -37,6 +38,7 @@ from .trainer_fakes import (
     MemoryJobStore,
     job_request,
     make_deps,
+    no_heartbeat,
 )
 
 
@@ -158,6 +160,25 @@ async def test_a_malformed_work_item_is_refused_for_good() -> None:
     delivery = FakeDelivery(b"{}")
     assert await deliveries.trial_work(delivery, deps) == []
     assert delivery.settled == ["term"]
+
+
+async def test_a_job_or_work_item_from_a_newer_producer_waits_for_an_upgraded_replica() -> None:
+    deps = make_deps()
+    store, _ = parts(deps)
+    job_id = await with_job(deps)
+    newer_job = json.loads(job_request().to_bytes())
+    newer_work = json.loads(work_item(job_id).to_bytes())
+    for body in (newer_job, newer_work):
+        body["schema_version"] = 9
+    with structlog.testing.capture_logs() as logs:
+        job = FakeDelivery(json.dumps(newer_job).encode())
+        await deliveries.job(job, deps, no_heartbeat)
+        work = FakeDelivery(json.dumps(newer_work).encode())
+        assert await deliveries.trial_work(work, deps) == []
+    assert (job.settled, work.settled) == (["nak 30"], ["nak 30"])
+    assert [e["event"] for e in logs] == ["job_newer_schema", "trials_newer_schema"]
+    assert list(store.jobs) == [job_id]
+    assert store.trials[job_id] == {}
 
 
 async def test_the_intake_records_a_job_once_and_refuses_a_malformed_one() -> None:

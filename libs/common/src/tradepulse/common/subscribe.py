@@ -56,6 +56,9 @@ Q = TypeVar("Q", bound=Message)
 FETCH_WAIT_S = 1.0
 # Pause after a failed fetch (NATS away, consumer being re-created) before the next one.
 FETCH_RETRY_S = 0.5
+# How long a message from a newer producer waits before it is offered again (to a replica
+# that may have been upgraded meanwhile).
+NEWER_SCHEMA_DELAY_S = 30.0
 
 log = get_logger(__name__)
 
@@ -78,7 +81,7 @@ class AckPolicy:
     retry_delay_s: float = 2.0
     retry_backoff: float = 2.0
     max_retry_delay_s: float = 60.0
-    newer_schema_delay_s: float = 30.0
+    newer_schema_delay_s: float = NEWER_SCHEMA_DELAY_S
     # ack_sync: wait for the server to confirm the ack before the next message.
     confirm_ack: bool = True
 

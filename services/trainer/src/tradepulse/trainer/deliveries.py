@@ -20,11 +20,14 @@ from pydantic import ValidationError
 from tradepulse.common.contracts.base import Message
 from tradepulse.common.contracts.training import TrainingRequested, TrialCompleted, TrialWork
 from tradepulse.common.logging import get_logger
+from tradepulse.common.subscribe import describe as describe_invalid
+from tradepulse.common.subscribe import newer_schema
 from tradepulse.trainer import handlers, trials
 from tradepulse.trainer.deps import Deps
 from tradepulse.trainer.policy import (
     TRANSIENT,
     MalformedMessageError,
+    NewerSchemaError,
     Queue,
     Settle,
     Verdict,
@@ -41,7 +44,9 @@ def decode(model: type[M], data: bytes) -> M:
     try:
         return model.from_bytes(data)
     except ValidationError as exc:
-        raise MalformedMessageError(f"not a {model.__name__}: {exc}") from exc
+        if newer_schema(data, model):
+            raise NewerSchemaError(describe_invalid(exc)) from exc
+        raise MalformedMessageError(f"not a {model.__name__}: {describe_invalid(exc)}") from exc
 
 
 async def _settle(delivery: Delivery, verdict: Verdict) -> None:
@@ -51,6 +56,10 @@ async def _settle(delivery: Delivery, verdict: Verdict) -> None:
             await delivery.term()
         elif verdict.settle is Settle.NAK:
             await delivery.nak(delay=verdict.delay)
+
+
+def _refused(what: str, exc: MalformedMessageError) -> str:
+    return f"{what}_newer_schema" if isinstance(exc, NewerSchemaError) else f"{what}_malformed"
 
 
 Heartbeat = Callable[[Delivery, str], Coroutine[Any, Any, None]]
@@ -63,7 +72,7 @@ async def job(delivery: Delivery, deps: Deps, heartbeat: Heartbeat) -> None:
     try:
         request = decode(TrainingRequested, delivery.data)
     except MalformedMessageError as exc:
-        log.error("job_malformed", error=str(exc))
+        log.error(_refused("job", exc), error=str(exc))
         await _settle(delivery, policy.verdict(Queue.JOBS, exc))
         return
     job_id = request.job_id
@@ -123,7 +132,7 @@ async def trial_work(delivery: Delivery, deps: Deps) -> list[TrialCompleted]:
     try:
         work = decode(TrialWork, delivery.data)
     except MalformedMessageError as exc:
-        log.error("trials_malformed", error=str(exc))
+        log.error(_refused("trials", exc), error=str(exc))
         await _settle(delivery, policy.verdict(Queue.TRIALS, exc))
         return []
     numbers = [t.number for t in work.trials]

@@ -1,18 +1,20 @@
-"""How a pulled job or trial work item is settled when handling it raised: the trainer's one
-retry policy.
+"""How a pulled job or trial work item is settled when handling it raised: the trainer's one retry
+policy.
 
 The job and trial loops ask `RetryPolicy.verdict` and do what it says; nothing else decides
 between ack, nak and term. The intake is a common `Consumer` and settles by its `AckPolicy`
 (app.intake_policy). The actions are those of the common consumer's `Settlement`
 (tradepulse.common.subscribe): nak (with a delay), term, give_up (record the verdict, then
-ack). Why these two queues do not settle by an `AckPolicy` as well: an `AckPolicy` counts every
-failure towards one give-up, on the delivery the server treats as its last, whereas here a
-passing fault (`TRANSIENT`) is retried however often it happens and only a crash counts towards
-`TRAINER_TRIAL_MAX_DELIVER` (a setting, which a durable consumer's server-side limit could not
-follow); a job is given up by `plan.next_action` once delivered too often (unless another
-live replica holds it) and fails at once on a crash; a job handed back at shutdown also gives its lease up; and a
-give-up that cannot be recorded is nak'ed for later, where the consumer would terminate it
-(losing a work item would leave its job waiting for those trials for ever).
+ack). As a common consumer does, a body no version can read is terminated and one from a newer
+producer is nak'ed for an upgraded replica (`NEWER_SCHEMA_DELAY_S`). Why these two queues do
+not settle by an `AckPolicy` as well: an `AckPolicy` counts every failure towards one give-up,
+on the delivery the server treats as its last, whereas here a passing fault (`TRANSIENT`) is
+retried however often it happens and only a crash counts towards `TRAINER_TRIAL_MAX_DELIVER` (a
+setting, which a durable consumer's server-side limit could not follow); a job is given up by
+`plan.next_action` once delivered too often (unless another live replica holds it) and fails at
+once on a crash; a job handed back at shutdown also gives its lease up; and a give-up that
+cannot be recorded is nak'ed for later, where the consumer would terminate it (losing a work
+item would leave its job waiting for those trials for ever).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import nats.errors
 
 from tradepulse.common.db.pool import TRANSIENT as DATABASE_TRANSIENT
 from tradepulse.common.errors import ServiceError
+from tradepulse.common.subscribe import NEWER_SCHEMA_DELAY_S
 from tradepulse.trainer.errors import JobHeldElsewhereError
 
 # Failures that pass: a lost connection, NATS or PostgreSQL away for a moment.
@@ -44,6 +47,11 @@ def describe(exc: BaseException) -> str:
 
 class MalformedMessageError(ServiceError):
     """A message that does not decode as its contract: no delivery can ever succeed."""
+
+
+class NewerSchemaError(MalformedMessageError):
+    """A message from a newer producer: an upgraded replica can read it, so it waits for one
+    (`NEWER_SCHEMA_DELAY_S` apart, as a common consumer's does)."""
 
 
 class Queue(enum.Enum):
@@ -75,6 +83,8 @@ class RetryPolicy:
 
     def verdict(self, queue: Queue, exc: BaseException, attempt: int = 1) -> Verdict:
         """`attempt`: the delivery that raised, counted from 1."""
+        if isinstance(exc, NewerSchemaError):
+            return Verdict(Settle.NAK, delay=NEWER_SCHEMA_DELAY_S)
         if isinstance(exc, MalformedMessageError):
             return Verdict(Settle.TERM)
         if queue is Queue.JOBS:
