@@ -34,6 +34,7 @@ from tradepulse.common.subscribe import (
     Consumer,
     ConsumerSpec,
     Settlement,
+    pull_subscription,
     respond,
     settle,
 )
@@ -273,6 +274,23 @@ async def test_at_shutdown_the_message_in_hand_and_the_rest_of_its_batch_are_han
     assert second.told == [("nak", None)]
     [config] = js.configs
     assert (config.durable_name, config.ack_wait, config.max_deliver) == ("d", 30, 5)
+
+
+async def test_a_consumer_spec_configures_its_durable_and_its_pending_limit() -> None:
+    js = FakeJs(FakeSubscription([]))
+    spec = ConsumerSpec(
+        name="t", stream="S", subject="s.x", durable="d", policy=POLICY, max_ack_pending=10_000
+    )
+    sub = await pull_subscription(cast(JetStreamContext, js), spec)
+    assert cast(object, sub) is js.sub
+    [config] = js.configs
+    assert (config.durable_name, config.filter_subject, config.max_ack_pending) == (
+        "d",
+        "s.x",
+        10_000,
+    )
+    default = ConsumerSpec(name="t", stream="S", subject="s.x", durable="d", policy=POLICY)
+    assert default.config().max_ack_pending is None, "the server's default"
 
 
 async def test_an_idle_consumer_logs_nothing() -> None:

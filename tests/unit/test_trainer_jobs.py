@@ -437,6 +437,22 @@ async def test_a_store_away_leaves_the_job_to_be_retried() -> None:
     assert deps.cancels.hold(job.job_id) is not None
 
 
+async def test_a_bare_timeout_is_logged_by_its_type_not_as_an_empty_error() -> None:
+    job = job_request()
+    deps = make_deps()
+    store, _ = parts(deps)
+
+    async def slow(job_id: str) -> Any:
+        raise TimeoutError
+
+    store.stored_trials = slow  # type: ignore[method-assign]
+    with structlog.testing.capture_logs() as logs:
+        delivery = await deliver(deps, job)
+    assert delivery.settled == ["nak 2"]
+    [interrupted] = [e for e in logs if e["event"] == "job_interrupted"]
+    assert (interrupted["error"], interrupted["retry_in_s"]) == ("TimeoutError", 2)
+
+
 async def test_a_job_that_crashes_its_holder_fails_with_the_reason() -> None:
     job = job_request()
     deps = make_deps()
@@ -450,7 +466,7 @@ async def test_a_job_that_crashes_its_holder_fails_with_the_reason() -> None:
         async with Worker(deps):
             delivery = await deliver(deps, job)
     assert delivery.settled == ["ack"]
-    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["job crashed"]
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["job_crashed"]
     done = row(deps, job.job_id)
     assert (done.status, done.error) == ("failed", "internal error: KeyError: 'boom'")
 

@@ -17,7 +17,15 @@ from tradepulse.trainer import plan
 from tradepulse.trainer.cancels import CancelRegistry
 from tradepulse.trainer.errors import JobError, JobHeldElsewhereError
 from tradepulse.trainer.plan import Action, Batch, JobState
-from tradepulse.trainer.policy import MalformedMessageError, Queue, RetryPolicy, Settle, Verdict
+from tradepulse.trainer.policy import (
+    MalformedMessageError,
+    NewerSchemaError,
+    Queue,
+    RetryPolicy,
+    Settle,
+    Verdict,
+    describe,
+)
 
 
 @pytest.mark.parametrize(
@@ -158,22 +166,36 @@ POLICY = RetryPolicy(lease_seconds=15, trial_max_deliver=3)
         (Queue.JOBS, JobHeldElsewhereError("job-1"), 1, Verdict(Settle.NAK, delay=15)),
         (Queue.JOBS, ConnectionError("gone"), 1, Verdict(Settle.NAK, delay=2)),
         (Queue.JOBS, nats.errors.TimeoutError(), 1, Verdict(Settle.NAK, delay=2)),
+        (Queue.JOBS, TimeoutError(), 1, Verdict(Settle.NAK, delay=2)),
         (Queue.JOBS, asyncpg.exceptions.AdminShutdownError(), 1, Verdict(Settle.NAK, delay=2)),
-        (Queue.JOBS, KeyError("bug"), 1, Verdict(Settle.FAIL)),
-        (Queue.JOBS, JobError("no data"), 1, Verdict(Settle.FAIL)),
+        (Queue.JOBS, KeyError("bug"), 1, Verdict(Settle.GIVE_UP)),
+        (Queue.JOBS, JobError("no data"), 1, Verdict(Settle.GIVE_UP)),
         (Queue.TRIALS, MalformedMessageError("x"), 1, Verdict(Settle.TERM)),
+        (Queue.JOBS, NewerSchemaError("v9"), 1, Verdict(Settle.NAK, delay=30)),
+        (Queue.TRIALS, NewerSchemaError("v9"), 1, Verdict(Settle.NAK, delay=30)),
         (Queue.TRIALS, ConnectionError("gone"), 9, Verdict(Settle.NAK, delay=1)),
         (Queue.TRIALS, IndexError("bug"), 1, Verdict(Settle.NAK, delay=2)),
         (Queue.TRIALS, IndexError("bug"), 2, Verdict(Settle.NAK, delay=2)),
-        (Queue.TRIALS, IndexError("bug"), 3, Verdict(Settle.FAIL, delay=5)),
+        (Queue.TRIALS, IndexError("bug"), 3, Verdict(Settle.GIVE_UP, delay=5)),
         (Queue.TRIALS, asyncio.CancelledError(), 1, Verdict(Settle.RAISE)),
-        (Queue.INTAKE, MalformedMessageError("x"), 1, Verdict(Settle.TERM)),
-        (Queue.INTAKE, OSError("gone"), 1, Verdict(Settle.NAK, delay=1)),
-        (Queue.INTAKE, KeyError("bug"), 1, Verdict(Settle.RAISE)),
     ],
 )
 def test_the_retry_policy(queue: Queue, exc: BaseException, attempt: int, verdict: Verdict) -> None:
     assert POLICY.verdict(queue, exc, attempt) == verdict
+
+
+@pytest.mark.parametrize(
+    ("exc", "text"),
+    [
+        (TimeoutError(), "TimeoutError"),
+        (ConnectionError("connection refused"), "ConnectionError: connection refused"),
+        (KeyError("boom"), "KeyError: 'boom'"),
+    ],
+)
+def test_an_error_is_described_by_its_type_when_its_message_is_empty(
+    exc: BaseException, text: str
+) -> None:
+    assert describe(exc) == text
 
 
 def test_a_job_held_here_already_comes_back_after_a_lease() -> None:

@@ -1,13 +1,18 @@
-"""A trial work item from delivery to ack, and the trainer's answers to requests, on
-in-memory ports."""
+"""A trial work item from delivery to ack, the intake, and the trainer's answers to requests
+(through the skeleton's responder), on in-memory ports."""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 import structlog
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 
-from tradepulse.common.contracts.base import INVALID_REQUEST, UNAVAILABLE, ErrorReply
+from tradepulse.common.contracts.base import INVALID_REQUEST, UNAVAILABLE, ErrorReply, Message
 from tradepulse.common.contracts.training import (
     CancelJob,
     CancelReply,
@@ -15,13 +20,17 @@ from tradepulse.common.contracts.training import (
     GetJob,
     JobReply,
     ListTrials,
+    TrainingRequested,
     TrialSpec,
     TrialsReply,
     TrialWork,
 )
+from tradepulse.common.subscribe import Consumer, ConsumerSpec, Settlement, respond
 from tradepulse.trainer import deliveries, queries
+from tradepulse.trainer.app import intake_policy
 from tradepulse.trainer.deps import Deps
 
+from .test_subscribe import FakeJsMsg, FakeNats, FakeRequest, as_msg
 from .trainer_fakes import (
     SNAPSHOT,
     FakeDelivery,
@@ -29,6 +38,7 @@ from .trainer_fakes import (
     MemoryJobStore,
     job_request,
     make_deps,
+    no_heartbeat,
 )
 
 
@@ -83,7 +93,7 @@ async def test_a_work_item_that_keeps_crashing_is_stored_as_failed_trials_with_w
         assert await deliveries.trial_work(first, deps) == []
     assert first.settled == ["nak 2"]
     assert store.trials[job_id] == {}
-    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["trials crashed"]
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["trials_crashed"]
 
     with structlog.testing.capture_logs():
         last = FakeDelivery(poisoned.to_bytes(), attempt=2)
@@ -152,30 +162,94 @@ async def test_a_malformed_work_item_is_refused_for_good() -> None:
     assert delivery.settled == ["term"]
 
 
+async def test_a_job_or_work_item_from_a_newer_producer_waits_for_an_upgraded_replica() -> None:
+    deps = make_deps()
+    store, _ = parts(deps)
+    job_id = await with_job(deps)
+    newer_job = json.loads(job_request().to_bytes())
+    newer_work = json.loads(work_item(job_id).to_bytes())
+    for body in (newer_job, newer_work):
+        body["schema_version"] = 9
+    with structlog.testing.capture_logs() as logs:
+        job = FakeDelivery(json.dumps(newer_job).encode())
+        await deliveries.job(job, deps, no_heartbeat)
+        work = FakeDelivery(json.dumps(newer_work).encode())
+        assert await deliveries.trial_work(work, deps) == []
+    assert (job.settled, work.settled) == (["nak 30"], ["nak 30"])
+    assert [e["event"] for e in logs] == ["job_newer_schema", "trials_newer_schema"]
+    assert list(store.jobs) == [job_id]
+    assert store.trials[job_id] == {}
+
+
 async def test_the_intake_records_a_job_once_and_refuses_a_malformed_one() -> None:
     deps = make_deps()
     store, _ = parts(deps)
     job = job_request()
+
+    async def record(request: TrainingRequested) -> None:
+        await store.create_job(request)
+
+    intake = Consumer(
+        cast(JetStreamContext, None),
+        ConsumerSpec(
+            name="intake", stream="S", subject="s", durable="d", policy=intake_policy(deps.settings)
+        ),
+        TrainingRequested,
+        record,
+    )
     for _ in range(2):
-        delivery = FakeDelivery(job.to_bytes())
-        await deliveries.intake(delivery, deps)
-        assert delivery.settled == ["ack"]
+        delivery = FakeJsMsg(job.to_bytes())
+        assert await intake.handle(as_msg(delivery)) == Settlement("ack")
     assert list(store.jobs) == [job.job_id]
     assert store.jobs[job.job_id].status == "queued"
-    malformed = FakeDelivery(b"not json")
-    await deliveries.intake(malformed, deps)
-    assert malformed.settled == ["term"]
+    with structlog.testing.capture_logs():
+        malformed = FakeJsMsg(b"not json")
+        assert await intake.handle(as_msg(malformed)) == Settlement("term")
+
+
+async def test_the_intake_retries_a_store_away_every_second_for_as_long_as_it_lasts() -> None:
+    deps = make_deps()
+
+    async def away(request: TrainingRequested) -> None:
+        raise ConnectionError("connection refused")
+
+    intake = Consumer(
+        cast(JetStreamContext, None),
+        ConsumerSpec(
+            name="intake", stream="S", subject="s", durable="d", policy=intake_policy(deps.settings)
+        ),
+        TrainingRequested,
+        away,
+    )
+    with structlog.testing.capture_logs():
+        for attempt in (1, 2, 50):
+            delivery = FakeJsMsg(job_request().to_bytes(), num_delivered=attempt)
+            assert await intake.handle(as_msg(delivery)) == Settlement("nak", 1.0)
 
 
 # Requests -------------------------------------------------------------------------------
 
 
+async def ask_trainer(
+    contract: type[Any], handler: Callable[[Any], Awaitable[Message]], body: bytes
+) -> bytes:
+    """One request to a trainer endpoint, answered through the skeleton's responder."""
+    nc = FakeNats()
+    await respond(cast(NatsClient, nc), "s.q", contract, handler, service="trainer", name="q")
+    request = FakeRequest(body)
+    with structlog.testing.capture_logs():
+        await nc.callbacks[("s.q", "")](cast(Msg, request))
+    [answer] = request.answers
+    return answer
+
+
 async def test_a_request_that_does_not_decode_is_answered_as_invalid() -> None:
     deps = make_deps()
-    reply = await queries.answer(GetJob, b'{"job": 1}', lambda r: queries.get_job(r, deps))
-    assert isinstance(reply, ErrorReply)
+    reply = ErrorReply.from_bytes(
+        await ask_trainer(GetJob, lambda r: queries.get_job(r, deps), b'{"job": 1}')
+    )
     assert reply.code == INVALID_REQUEST
-    assert reply.error.startswith("invalid request: ")
+    assert reply.error.startswith("not a GetJob: job_id: Field required")
 
 
 async def test_a_request_met_by_a_store_away_is_answered_as_unavailable() -> None:
@@ -187,20 +261,23 @@ async def test_a_request_met_by_a_store_away_is_answered_as_unavailable() -> Non
 
     store.get_job = away  # type: ignore[method-assign]
     data = GetJob(job_id="job-1").to_bytes()
-    reply = await queries.answer(GetJob, data, lambda r: queries.get_job(r, deps))
+    reply = ErrorReply.from_bytes(
+        await ask_trainer(GetJob, lambda r: queries.get_job(r, deps), data)
+    )
     assert reply == ErrorReply(
         message_id=reply.message_id,
-        error="trainer unavailable: connection refused",
+        error="the trainer service could not answer; try again",
         code=UNAVAILABLE,
     )
 
 
 async def test_an_unknown_job_is_answered_as_not_found_not_as_an_error() -> None:
     deps = make_deps()
-    get = await queries.answer(
-        GetJob, GetJob(job_id="job-nope").to_bytes(), lambda r: queries.get_job(r, deps)
+    get = JobReply.from_bytes(
+        await ask_trainer(
+            GetJob, lambda r: queries.get_job(r, deps), GetJob(job_id="job-nope").to_bytes()
+        )
     )
-    assert isinstance(get, JobReply)
     assert get.job is None
     cancel = await queries.cancel_job(CancelJob(job_id="job-nope"), deps)
     assert cancel == CancelReply(

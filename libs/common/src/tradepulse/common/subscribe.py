@@ -56,6 +56,9 @@ Q = TypeVar("Q", bound=Message)
 FETCH_WAIT_S = 1.0
 # Pause after a failed fetch (NATS away, consumer being re-created) before the next one.
 FETCH_RETRY_S = 0.5
+# How long a message from a newer producer waits before it is offered again (to a replica
+# that may have been upgraded meanwhile).
+NEWER_SCHEMA_DELAY_S = 30.0
 
 log = get_logger(__name__)
 
@@ -78,7 +81,7 @@ class AckPolicy:
     retry_delay_s: float = 2.0
     retry_backoff: float = 2.0
     max_retry_delay_s: float = 60.0
-    newer_schema_delay_s: float = 30.0
+    newer_schema_delay_s: float = NEWER_SCHEMA_DELAY_S
     # ack_sync: wait for the server to confirm the ack before the next message.
     confirm_ack: bool = True
 
@@ -202,6 +205,8 @@ class ConsumerSpec:
     policy: AckPolicy
     batch: int = 1
     deliver_policy: api.DeliverPolicy = api.DeliverPolicy.ALL
+    # Deliveries unsettled at once (naks with a delay included); None: the server's default.
+    max_ack_pending: int | None = None
 
     def config(self) -> api.ConsumerConfig:
         return api.ConsumerConfig(
@@ -211,7 +216,26 @@ class ConsumerSpec:
             ack_wait=self.policy.ack_wait_s,
             max_deliver=self.policy.max_deliver,
             deliver_policy=self.deliver_policy,
+            max_ack_pending=self.max_ack_pending,
         )
+
+
+async def pull_subscription(
+    js: JetStreamContext, spec: ConsumerSpec
+) -> JetStreamContext.PullSubscription:
+    """Create (or find) the durable consumer of `spec` and subscribe to it. A durable that
+    exists keeps the configuration it was created with."""
+    for attempt in range(20):
+        try:
+            return await js.pull_subscribe(
+                spec.subject, durable=spec.durable, stream=spec.stream, config=spec.config()
+            )
+        except nats.js.errors.BadRequestError:
+            # Another replica created the same durable consumer at the same moment.
+            await asyncio.sleep(0.1 * (attempt + 1))
+    return await js.pull_subscribe(
+        spec.subject, durable=spec.durable, stream=spec.stream, config=spec.config()
+    )
 
 
 class Consumer(Generic[M]):
@@ -245,7 +269,7 @@ class Consumer(Generic[M]):
 
     async def start(self) -> None:
         """Create (or find) the durable consumer, then pull in the background."""
-        sub = await self._subscribe()
+        sub = await pull_subscription(self._js, self.spec)
         self._task = asyncio.create_task(self._loop(sub), name=f"consume-{self.spec.name}")
 
     async def stop(self, grace: float = 5.0) -> None:
@@ -257,20 +281,6 @@ class Consumer(Generic[M]):
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(self._task, grace)
-
-    async def _subscribe(self) -> JetStreamContext.PullSubscription:
-        spec = self.spec
-        for attempt in range(20):
-            try:
-                return await self._js.pull_subscribe(
-                    spec.subject, durable=spec.durable, stream=spec.stream, config=spec.config()
-                )
-            except nats.js.errors.BadRequestError:
-                # Another replica created the same durable consumer at the same moment.
-                await asyncio.sleep(0.1 * (attempt + 1))
-        return await self._js.pull_subscribe(
-            spec.subject, durable=spec.durable, stream=spec.stream, config=spec.config()
-        )
 
     async def _loop(self, sub: JetStreamContext.PullSubscription) -> None:
         failures = 0

@@ -1,11 +1,22 @@
-"""The trainer process's edge: connections, two JetStream pull loops (jobs, trials), the
-intake loop, request/reply handlers, the heartbeat and the metrics loop.
+"""The trainer's assembly on the common skeleton (`tradepulse.common.service`): its Deps from
+the runtime the skeleton opened, then its endpoints.
 
-The trainer uses nats-py directly rather than FastStream: holding a job for minutes needs its
-own heartbeat (in-progress acks), a nak on shutdown so another replica takes the job at once,
-and confirmed acks. Both loops share one event loop; a trial is a few milliseconds of CPU.
-Everything between a message's bytes and its ack is in deliveries.py; the decisions are in
-plan.py and policy.py.
+- intake (a common `Consumer`): record every submitted job as queued at once, before any
+  replica has a free slot;
+- jobs (`JobHolder`, its own pull loop): hold up to `TRAINER_MAX_JOBS` jobs at once, each for
+  minutes, under a lease renewed with every in-progress ack; at shutdown (`Runtime.on_stop`)
+  every held job is nak'ed and its lease released, so that another replica takes it at once;
+- trials (`trial_loop`, its own pull loop): evaluate trial work items, a few at a time;
+- request/reply (`Runtime.respond`): cancel a job, read jobs and trials (queries.py);
+- the cancel broadcast, and the metrics refresh every 10 s.
+
+Why jobs and trials are not common `Consumer`s: a consumer handles one delivery at a time,
+where the holder holds several jobs side by side, each with a lease besides its message; and
+both settle by the trainer's retry policy (policy.py says how it differs from an `AckPolicy`).
+They fetch as a consumer does (`FETCH_WAIT_S`, one `pull_failed` line per outage), their
+durables are configured by a `ConsumerSpec`, and at shutdown they hand back what they hold
+with an immediate nak, as a consumer does. Everything between a message's bytes and its ack is
+in deliveries.py; the decisions are in plan.py and policy.py.
 """
 
 from __future__ import annotations
@@ -14,19 +25,15 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, get_args
+from typing import get_args
 
-import asyncpg
 import nats.errors
 import numpy as np
-from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import ObjectNotFoundError
 
-from tradepulse.common.bus import connect, ensure_streams, get_object
-from tradepulse.common.contracts.base import Message
+from tradepulse.common.bus import get_object
 from tradepulse.common.contracts.training import (
     CancelJob,
     GetEnsemble,
@@ -34,211 +41,288 @@ from tradepulse.common.contracts.training import (
     JobStatus,
     ListJobs,
     ListTrials,
+    TrainingRequested,
 )
-from tradepulse.common.db import apply_migrations, create_pool
 from tradepulse.common.logging import get_logger
-from tradepulse.common.metrics import serve_metrics
+from tradepulse.common.service import Runtime, ServiceSpec, run_service
+from tradepulse.common.subscribe import (
+    FETCH_RETRY_S,
+    FETCH_WAIT_S,
+    AckPolicy,
+    ConsumerSpec,
+    pull_subscription,
+)
 from tradepulse.quant import Candles, LiquiditySweep, code_version, last_window, run_backtest
 from tradepulse.trainer import deliveries, queries
 from tradepulse.trainer.deps import Deps
 from tradepulse.trainer.errors import SnapshotMissingError
 from tradepulse.trainer.evaluate import DatasetCache
+from tradepulse.trainer.metrics import TrainerMetrics
 from tradepulse.trainer.nats_bus import JetStreamDelivery, NatsBus
+from tradepulse.trainer.policy import describe
 from tradepulse.trainer.ports import Delivery
 from tradepulse.trainer.repository import TrainingRepository, init_connection
 from tradepulse.trainer.settings import TrainerSettings
 
 log = get_logger("trainer")
 
-M = TypeVar("M", bound=Message)
+SPEC = ServiceSpec(
+    name="trainer",
+    schema="training",
+    migrations="tradepulse.trainer.migrations",
+    pool_size=4,
+    pool_init=init_connection,
+)
+# Jobs and trials: unsettled deliveries, delayed naks included, before the server stops
+# delivering (a database away naks every trial work item it meets).
+MAX_ACK_PENDING = 10_000
+METRICS_INTERVAL_S = 10.0
+INTAKE_BATCH = 16
 
 
-class Trainer:
-    def __init__(self, settings: TrainerSettings) -> None:
-        self.settings = settings
-        self.names = settings.names
-        self._stopping = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._job_tasks: set[asyncio.Task[None]] = set()
+def intake_policy(settings: TrainerSettings) -> AckPolicy:
+    """Recording a job is one insert: a failure (PostgreSQL away) is retried every second for
+    as long as it lasts, so that the job shows as queued as soon as it can; a body no version
+    can read is terminated (the holder refuses it too, and says so)."""
+    return AckPolicy(
+        ack_wait_s=settings.job_ack_wait,
+        max_deliver=-1,
+        retry_delay_s=1.0,
+        retry_backoff=1.0,
+        max_retry_delay_s=1.0,
+        confirm_ack=False,
+    )
 
-    async def start(self) -> None:
-        """Connect, set up streams and consumers, and start the loops; `stop` undoes it."""
-        s = self.settings
-        self.pool = await create_pool(s.database_url, init=init_connection, max_size=4)
-        await apply_migrations(self.pool, "training", "tradepulse.trainer.migrations")
-        self.nc: NatsClient = await connect(s.nats_url, f"trainer-{s.replica}")
-        self.js: JetStreamContext = self.nc.jetstream()
-        await ensure_streams(self.js, self.names, s.stream_replicas)
-        self.deps = Deps(
-            store=TrainingRepository(self.pool),
-            bus=NatsBus(self.nc, self.js, self.names, s.coverage_wait),
-            cache=DatasetCache(self._load_snapshot),
-            settings=s,
-            code_version=code_version(),
-        )
-        _warm_up_compiled_code()
-        serve_metrics(self.deps.metrics.registry, s.metrics_port)
-        n = self.names
-        deps = self.deps
-        await self._reply(n.cancel_job, CancelJob, lambda r: queries.cancel_job(r, deps))
-        await self._reply(n.get_job, GetJob, lambda r: queries.get_job(r, deps))
-        await self._reply(n.list_trials, ListTrials, lambda r: queries.list_trials(r, deps))
-        await self._reply(n.list_jobs, ListJobs, lambda r: queries.list_jobs(r, deps))
-        await self._reply(n.get_ensemble, GetEnsemble, lambda r: queries.get_ensemble(r, deps))
-        await self.nc.subscribe(n.cancel_broadcast("*"), cb=self._on_cancel_broadcast)
-        self.jobs_sub = await self._pull(
-            n.training_requested, n.trainer_jobs_durable, n.jobs_stream, s.job_ack_wait
-        )
-        self.intake_sub = await self._pull(
-            n.training_requested, n.trainer_intake_durable, n.jobs_stream, s.job_ack_wait
-        )
-        self.trials_sub = await self._pull(
-            n.trial_work, n.trainer_trials_durable, n.trials_stream, s.trial_ack_wait
-        )
-        self._tasks = [
-            asyncio.create_task(self._intake_loop(), name="intake"),
-            asyncio.create_task(self._job_loop(), name="jobs"),
-            asyncio.create_task(self._trial_loop(), name="trials"),
-            asyncio.create_task(self._metrics_loop(), name="metrics"),
-        ]
-        # Readiness: every replica answers (no queue group), so a supervisor can count them.
-        await self.nc.subscribe(n.ping("trainer"), cb=self._on_ping)
-        log.info("trainer ready", replica=s.replica, code_version=self.deps.code_version)
 
-    async def stop(self, grace: float = 5.0) -> None:
-        """Hand held jobs back (nak), close connections; every step bounded by `grace`, so a
-        lost database or NATS cannot keep the process from exiting."""
-        self._stopping.set()
-        running = {*self._job_tasks, *self._tasks}
-        for task in running:
-            task.cancel()
-        if running:
-            await asyncio.wait(running, timeout=grace)
-        # Every message handled has been acked or nak'ed by now; draining would only wait for
-        # the pull subscriptions' open fetches to time out.
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.nc.close(), grace)
+def consumer_specs(rt: Runtime[TrainerSettings]) -> tuple[ConsumerSpec, ConsumerSpec, ConsumerSpec]:
+    """The intake's, the holder's and the trial workers' durable consumers."""
+    s, n = rt.settings, rt.names
+    # The holder and the trial loop settle by policy.RetryPolicy: the server never gives up.
+    forever = AckPolicy(ack_wait_s=s.job_ack_wait, max_deliver=-1)
+    return (
+        ConsumerSpec(
+            name="intake",
+            stream=n.jobs_stream,
+            subject=n.training_requested,
+            durable=n.trainer_intake_durable,
+            policy=intake_policy(s),
+            batch=INTAKE_BATCH,
+            max_ack_pending=MAX_ACK_PENDING,
+        ),
+        ConsumerSpec(
+            name="jobs",
+            stream=n.jobs_stream,
+            subject=n.training_requested,
+            durable=n.trainer_jobs_durable,
+            policy=forever,
+            max_ack_pending=MAX_ACK_PENDING,
+        ),
+        ConsumerSpec(
+            name="trials",
+            stream=n.trials_stream,
+            subject=n.trial_work,
+            durable=n.trainer_trials_durable,
+            policy=AckPolicy(ack_wait_s=s.trial_ack_wait, max_deliver=-1),
+            batch=s.trial_fetch,
+            max_ack_pending=MAX_ACK_PENDING,
+        ),
+    )
+
+
+async def setup(rt: Runtime[TrainerSettings]) -> None:
+    settings, names = rt.settings, rt.names
+    deps = Deps(
+        store=TrainingRepository(rt.pool),
+        bus=NatsBus(rt.nc, rt.js, names, settings.coverage_wait),
+        cache=DatasetCache(snapshot_loader(rt.js, names.candles_bucket)),
+        settings=settings,
+        code_version=code_version(),
+        metrics=TrainerMetrics(rt.registry),
+    )
+    _warm_up_compiled_code()
+    await rt.respond(
+        names.cancel_job, CancelJob, lambda r: queries.cancel_job(r, deps), name="cancel_job"
+    )
+    await rt.respond(names.get_job, GetJob, lambda r: queries.get_job(r, deps), name="get_job")
+    await rt.respond(
+        names.list_trials, ListTrials, lambda r: queries.list_trials(r, deps), name="list_trials"
+    )
+    await rt.respond(
+        names.list_jobs, ListJobs, lambda r: queries.list_jobs(r, deps), name="list_jobs"
+    )
+    await rt.respond(
+        names.get_ensemble,
+        GetEnsemble,
+        lambda r: queries.get_ensemble(r, deps),
+        name="get_ensemble",
+    )
+
+    async def on_cancel_broadcast(msg: Msg) -> None:
+        deps.cancels.cancel(msg.subject.rsplit(".", 1)[-1])
+
+    # Closed with the connection at teardown.
+    await rt.nc.subscribe(names.cancel_broadcast("*"), cb=on_cancel_broadcast)
+
+    intake, jobs, trials = consumer_specs(rt)
+
+    async def record_submitted(request: TrainingRequested) -> None:
+        await deps.store.create_job(request)
+
+    await rt.consume(intake, TrainingRequested, record_submitted)
+    holder = JobHolder(Puller(await pull_subscription(rt.js, jobs), jobs.name), deps)
+    rt.background(holder.run(), name="jobs")
+    rt.on_stop(holder.hand_back)
+    rt.background(
+        trial_loop(Puller(await pull_subscription(rt.js, trials), trials.name), trials.batch, deps),
+        name="trials",
+    )
+    rt.background(metrics_loop(rt, deps, (jobs, trials)), name="metrics")
+    log.info("trainer_set_up", replica=settings.replica, code_version=deps.code_version)
+
+
+def main() -> int:
+    return run_service(SPEC, TrainerSettings, setup)
+
+
+def snapshot_loader(js: JetStreamContext, bucket: str) -> Callable[[str], Awaitable[bytes]]:
+    async def load(name: str) -> bytes:
         try:
-            await asyncio.wait_for(self.pool.close(), grace)
-        except (TimeoutError, OSError, asyncpg.exceptions.PostgresError):
-            self.pool.terminate()
-
-    async def _load_snapshot(self, name: str) -> bytes:
-        try:
-            return await get_object(self.js, self.names.candles_bucket, name)
+            return await get_object(js, bucket, name)
         except ObjectNotFoundError as exc:
             # Not a passing fault like the other NATS errors: retrying cannot bring it back.
             raise SnapshotMissingError(
                 f"dataset snapshot {name} is no longer in the object store"
             ) from exc
 
-    async def _pull(self, subject: str, durable: str, stream: str, ack_wait: float) -> Any:
-        config = ConsumerConfig(
-            durable_name=durable,
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=ack_wait,
-            max_deliver=-1,
-            max_ack_pending=10_000,
-        )
-        for attempt in range(20):
-            try:
-                return await self.js.pull_subscribe(
-                    subject, durable=durable, stream=stream, config=config
-                )
-            except nats.js.errors.BadRequestError:
-                # Another replica created the same durable consumer at the same moment.
-                await asyncio.sleep(0.1 * (attempt + 1))
-        return await self.js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
+    return load
 
-    async def _reply(
-        self,
-        subject: str,
-        model: type[M],
-        handler: Callable[[M], Awaitable[Message]],
-    ) -> None:
-        async def callback(msg: Msg) -> None:
-            await msg.respond((await queries.answer(model, msg.data, handler)).to_bytes())
 
-        await self.nc.subscribe(subject, queue=self.names.trainer_queue, cb=callback)
+class Puller:
+    """Fetches from a pull subscription as the common `Consumer` does: up to `batch` messages,
+    none after `FETCH_WAIT_S`; a NATS error pauses `FETCH_RETRY_S` and is logged once per
+    outage."""
 
-    async def _on_ping(self, msg: Msg) -> None:
-        await msg.respond(self.settings.replica.encode())
+    def __init__(self, sub: JetStreamContext.PullSubscription, endpoint: str) -> None:
+        self._sub = sub
+        self._log = log.bind(endpoint=endpoint)
+        self._failures = 0
 
-    async def _on_cancel_broadcast(self, msg: Msg) -> None:
-        self.deps.cancels.cancel(msg.subject.rsplit(".", 1)[-1])
-
-    async def _fetch(self, sub: Any, batch: int, what: str) -> list[Msg]:
-        """Up to `batch` messages, or none after a second (or a NATS error, logged)."""
+    async def fetch(self, batch: int) -> list[Msg]:
         try:
-            msgs: list[Msg] = await sub.fetch(batch, timeout=1.0)
-            return msgs
-        except (nats.errors.TimeoutError, TimeoutError):
+            msgs: list[Msg] = await self._sub.fetch(batch, timeout=FETCH_WAIT_S)
+        except TimeoutError:  # nats.errors.TimeoutError is one too: an idle queue
             return []
-        except nats.errors.Error as exc:
-            log.warning(f"fetching {what} failed", error=str(exc))
-            await asyncio.sleep(0.5)
+        except (nats.errors.Error, OSError) as exc:
+            if self._failures == 0:
+                self._log.warning("pull_failed", error=describe(exc))
+            self._failures += 1
+            await asyncio.sleep(FETCH_RETRY_S)
             return []
+        self._failures = 0
+        return msgs
 
-    async def _intake_loop(self) -> None:
-        """Record every submitted job as queued at once, before any replica has a free slot."""
-        while not self._stopping.is_set():
-            for msg in await self._fetch(self.intake_sub, 16, "submitted jobs"):
-                await deliveries.intake(JetStreamDelivery(msg), self.deps)
 
-    async def _job_loop(self) -> None:
-        slots = asyncio.Semaphore(self.settings.max_jobs)
-        while not self._stopping.is_set():
+class JobHolder:
+    """Holds up to `TRAINER_MAX_JOBS` jobs at once, each in its own task (deliveries.job)."""
+
+    def __init__(self, puller: Puller, deps: Deps) -> None:
+        self._puller = puller
+        self._deps = deps
+        self._held: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        self._loop = asyncio.current_task()
+        slots = asyncio.Semaphore(self._deps.settings.max_jobs)
+        while True:
             await slots.acquire()
-            msgs = await self._fetch(self.jobs_sub, 1, "jobs")
+            msgs = await self._puller.fetch(1)
             if not msgs:
                 slots.release()
                 continue
             task = asyncio.create_task(
-                deliveries.job(JetStreamDelivery(msgs[0]), self.deps, self._heartbeat)
+                deliveries.job(JetStreamDelivery(msgs[0]), self._deps, self._heartbeat)
             )
-            self._job_tasks.add(task)
-            task.add_done_callback(self._job_tasks.discard)
+            self._held.add(task)
+            task.add_done_callback(self._held.discard)
             task.add_done_callback(lambda _: slots.release())
 
     async def _heartbeat(self, delivery: Delivery, job_id: str) -> None:
-        await deliveries.heartbeat(delivery, job_id, self.deps)
+        await deliveries.heartbeat(delivery, job_id, self._deps)
 
-    async def _trial_loop(self) -> None:
-        metrics = self.deps.metrics
-        while not self._stopping.is_set():
-            for msg in await self._fetch(self.trials_sub, self.settings.trial_fetch, "trials"):
-                results = await deliveries.trial_work(JetStreamDelivery(msg), self.deps)
+    async def hand_back(self) -> None:
+        """Stop taking jobs, then hand every held one back: each job's task, cancelled, naks
+        its message and releases its lease (deliveries.job), so another replica takes it at
+        once. The skeleton bounds this by the shutdown grace."""
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+        held = set(self._held)
+        for task in held:
+            task.cancel()
+        if held:
+            await asyncio.wait(held)
+
+
+async def trial_loop(puller: Puller, batch: int, deps: Deps) -> None:
+    """Evaluate work items in the order fetched; cancelled at teardown, it naks the items of
+    its batch not yet settled, as a consumer does, so another replica takes them at once."""
+    metrics = deps.metrics
+    in_hand: list[Msg] = []
+    try:
+        while True:
+            in_hand = await puller.fetch(batch)
+            while in_hand:
+                results = await deliveries.trial_work(JetStreamDelivery(in_hand[0]), deps)
+                in_hand.pop(0)
                 for result in results:
                     metrics.trials.labels(result.state).inc()
                     metrics.trial_seconds.observe(result.duration_ms / 1000)
                 metrics.trials_done += len(results)
+    except asyncio.CancelledError:
+        for msg in in_hand:
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await msg.nak()
+        raise
 
-    async def _metrics_loop(self) -> None:
-        metrics = self.deps.metrics
-        last_count, last_time = metrics.trials_done, time.monotonic()
-        while not self._stopping.is_set():
-            await asyncio.sleep(10)
-            now = time.monotonic()
-            metrics.trials_per_second.set((metrics.trials_done - last_count) / (now - last_time))
-            last_count, last_time = metrics.trials_done, now
-            metrics.nats_connected.set(1 if self.nc.is_connected else 0)
-            try:
-                counts = await self.deps.store.jobs_by_status()
-            except Exception:
-                # Whatever stops the query (refused, timed out, pool closed), the alert wants 0.
-                metrics.database_up.set(0)
-            else:
-                metrics.database_up.set(1)
-                # Every status, so that one that empties reads 0 instead of its last count.
-                for status in get_args(JobStatus):
-                    metrics.jobs.labels(status).set(counts.get(status, 0))
-            with contextlib.suppress(Exception):
-                for queue, stream, durable in (
-                    ("jobs", self.names.jobs_stream, self.names.trainer_jobs_durable),
-                    ("trials", self.names.trials_stream, self.names.trainer_trials_durable),
-                ):
-                    info = await self.js.consumer_info(stream, durable)
-                    metrics.backlog.labels(queue).set(info.num_pending + info.num_ack_pending)
+
+async def metrics_loop(
+    rt: Runtime[TrainerSettings], deps: Deps, queues: tuple[ConsumerSpec, ...]
+) -> None:
+    last = (deps.metrics.trials_done, time.monotonic())
+    while True:
+        await asyncio.sleep(METRICS_INTERVAL_S)
+        last = await refresh_metrics(rt, deps, queues, last)
+
+
+async def refresh_metrics(
+    rt: Runtime[TrainerSettings],
+    deps: Deps,
+    queues: tuple[ConsumerSpec, ...],
+    last: tuple[int, float],
+) -> tuple[int, float]:
+    """One round: the trial rate since `last` (trials done, monotonic time), the NATS and
+    database gauges, every job status (one that empties reads 0, not its last count) and the
+    backlog of each queue. Returns the new `last`."""
+    metrics = deps.metrics
+    now = time.monotonic()
+    metrics.trials_per_second.set((metrics.trials_done - last[0]) / max(now - last[1], 1e-9))
+    metrics.nats_connected.set(1 if rt.nc.is_connected else 0)
+    try:
+        counts = await deps.store.jobs_by_status()
+    except Exception:
+        # Whatever stops the query (refused, timed out, pool closed), the alert wants 0.
+        metrics.database_up.set(0)
+    else:
+        metrics.database_up.set(1)
+        for status in get_args(JobStatus):
+            metrics.jobs.labels(status).set(counts.get(status, 0))
+    with contextlib.suppress(Exception):
+        for spec in queues:
+            info = await rt.js.consumer_info(spec.stream, spec.durable)
+            metrics.backlog.labels(spec.name).set(info.num_pending + info.num_ack_pending)
+    return metrics.trials_done, now
 
 
 def _warm_up_compiled_code() -> None:

@@ -1,7 +1,10 @@
-"""A pulled message, from its bytes to its ack: decode, run the use case, settle it.
+"""A pulled job or trial work item, from its bytes to its ack: decode, run the use case,
+settle it.
 
 Each function handles one delivery of one queue and settles it as the retry policy says
-(policy.RetryPolicy); the pull loops in app.py only fetch and call them.
+(policy.RetryPolicy, which also says why these queues are not common `Consumer`s); the pull
+loops in app.py only fetch and call them. Log events are lower_snake names (see
+tradepulse.common.logging); an error field is `policy.describe(exc)`, never an empty string.
 """
 
 from __future__ import annotations
@@ -17,9 +20,19 @@ from pydantic import ValidationError
 from tradepulse.common.contracts.base import Message
 from tradepulse.common.contracts.training import TrainingRequested, TrialCompleted, TrialWork
 from tradepulse.common.logging import get_logger
+from tradepulse.common.subscribe import describe as describe_invalid
+from tradepulse.common.subscribe import newer_schema
 from tradepulse.trainer import handlers, trials
 from tradepulse.trainer.deps import Deps
-from tradepulse.trainer.policy import TRANSIENT, MalformedMessageError, Queue, Settle, Verdict
+from tradepulse.trainer.policy import (
+    TRANSIENT,
+    MalformedMessageError,
+    NewerSchemaError,
+    Queue,
+    Settle,
+    Verdict,
+    describe,
+)
 from tradepulse.trainer.ports import Delivery
 
 log = get_logger("trainer")
@@ -31,7 +44,9 @@ def decode(model: type[M], data: bytes) -> M:
     try:
         return model.from_bytes(data)
     except ValidationError as exc:
-        raise MalformedMessageError(f"not a {model.__name__}: {exc}") from exc
+        if newer_schema(data, model):
+            raise NewerSchemaError(describe_invalid(exc)) from exc
+        raise MalformedMessageError(f"not a {model.__name__}: {describe_invalid(exc)}") from exc
 
 
 async def _settle(delivery: Delivery, verdict: Verdict) -> None:
@@ -43,21 +58,8 @@ async def _settle(delivery: Delivery, verdict: Verdict) -> None:
             await delivery.nak(delay=verdict.delay)
 
 
-async def intake(delivery: Delivery, deps: Deps) -> None:
-    """Record a submitted job as queued at once, before any replica has a free slot."""
-    try:
-        await deps.store.create_job(decode(TrainingRequested, delivery.data))
-    except Exception as exc:
-        verdict = deps.policy.verdict(Queue.INTAKE, exc, delivery.attempt)
-        if verdict.settle is Settle.RAISE:
-            raise
-        if verdict.settle is Settle.NAK:
-            log.warning("recording a submitted job failed; retrying", error=str(exc))
-        # A malformed job is logged by the holder loop, which refuses it too.
-        await _settle(delivery, verdict)
-        return
-    with contextlib.suppress(Exception):
-        await delivery.ack()
+def _refused(what: str, exc: MalformedMessageError) -> str:
+    return f"{what}_newer_schema" if isinstance(exc, NewerSchemaError) else f"{what}_malformed"
 
 
 Heartbeat = Callable[[Delivery, str], Coroutine[Any, Any, None]]
@@ -70,7 +72,7 @@ async def job(delivery: Delivery, deps: Deps, heartbeat: Heartbeat) -> None:
     try:
         request = decode(TrainingRequested, delivery.data)
     except MalformedMessageError as exc:
-        log.error("refusing a malformed TrainingRequested", error=str(exc))
+        log.error(_refused("job", exc), error=str(exc))
         await _settle(delivery, policy.verdict(Queue.JOBS, exc))
         return
     job_id = request.job_id
@@ -83,22 +85,22 @@ async def job(delivery: Delivery, deps: Deps, heartbeat: Heartbeat) -> None:
     deps.metrics.jobs_held.inc()
     try:
         status = await handlers.take_delivery(request, delivery.attempt, deps, cancel)
-        log.info("job finished", status=status)
+        log.info("job_finished", status=status)
         await delivery.ack_sync()
     except (Exception, asyncio.CancelledError) as exc:
         verdict = policy.verdict(Queue.JOBS, exc, delivery.attempt)
         if verdict.release_lease:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(deps.store.release_lease(job_id, deps.replica), 2)
-        if verdict.settle is Settle.FAIL:
-            log.exception("job crashed")
+        if verdict.settle is Settle.GIVE_UP:
+            log.exception("job_crashed", error=describe(exc))
             with contextlib.suppress(Exception):
-                reason = f"internal error: {type(exc).__name__}: {exc}"
+                reason = f"internal error: {describe(exc)}"
                 await handlers.finish_failed(job_id, reason, deps)
                 await delivery.ack_sync()
         else:
             if isinstance(exc, TRANSIENT):
-                log.warning("job interrupted; it will be retried", error=str(exc))
+                log.warning("job_interrupted", retry_in_s=verdict.delay, error=describe(exc))
             await _settle(delivery, verdict)
         if isinstance(exc, asyncio.CancelledError):
             raise
@@ -130,7 +132,7 @@ async def trial_work(delivery: Delivery, deps: Deps) -> list[TrialCompleted]:
     try:
         work = decode(TrialWork, delivery.data)
     except MalformedMessageError as exc:
-        log.error("refusing a malformed trial work item", error=str(exc))
+        log.error(_refused("trials", exc), error=str(exc))
         await _settle(delivery, policy.verdict(Queue.TRIALS, exc))
         return []
     numbers = [t.number for t in work.trials]
@@ -143,21 +145,28 @@ async def trial_work(delivery: Delivery, deps: Deps) -> list[TrialCompleted]:
             raise
         if isinstance(exc, TRANSIENT):
             log.warning(
-                "trials interrupted; they will be retried",
+                "trials_interrupted",
                 job_id=work.job_id,
                 trials=numbers,
-                error=str(exc),
+                retry_in_s=verdict.delay,
+                error=describe(exc),
             )
         else:
-            log.exception("trials crashed", job_id=work.job_id, trials=numbers, attempt=attempt)
-        if verdict.settle is not Settle.FAIL:
+            log.exception(
+                "trials_crashed",
+                job_id=work.job_id,
+                trials=numbers,
+                attempt=attempt,
+                error=describe(exc),
+            )
+        if verdict.settle is not Settle.GIVE_UP:
             await _settle(delivery, verdict)
             return []
-        reason = f"gave up after {attempt} attempts: internal error: {type(exc).__name__}: {exc}"
+        reason = f"gave up after {attempt} attempts: internal error: {describe(exc)}"
         try:
             results = await trials.give_up_trials(work, reason, deps)
-        except Exception:
-            log.exception("could not store the failed trials", job_id=work.job_id)
+        except Exception as failure:
+            log.exception("trials_give_up_failed", job_id=work.job_id, error=describe(failure))
             await _settle(delivery, Verdict(Settle.NAK, delay=verdict.delay))
             return []
     with contextlib.suppress(Exception):

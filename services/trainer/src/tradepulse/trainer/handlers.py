@@ -105,7 +105,7 @@ async def hold_job(
         study = await StudyRunner.open(spec, space, await store.stored_trials(job_id), deps, cancel)
     except JobError as exc:
         return await finish_failed(job_id, str(exc), deps)
-    log.info("job held", job_id=job_id, resumed_from=study.resumed_from, batch_size=batch_size)
+    log.info("job_held", job_id=job_id, resumed_from=study.resumed_from, batch_size=batch_size)
 
     async def on_batch(done: int, results: Mapping[int, TrialCompleted]) -> None:
         await record_progress(request, done, results, deps)
@@ -207,14 +207,14 @@ async def record_progress(
 
 
 async def finish_failed(job_id: str, reason: str, deps: Deps) -> str:
-    log.warning("job failed", job_id=job_id, reason=reason)
+    log.warning("job_failed", job_id=job_id, reason=reason)
     await deps.store.finish(job_id, "failed", error=reason)
     await publish_terminal(job_id, deps)
     return "failed"
 
 
 async def finish_cancelled(job_id: str, deps: Deps) -> str:
-    log.info("job cancelled", job_id=job_id)
+    log.info("job_cancelled", job_id=job_id)
     await deps.store.finish(job_id, "cancelled")
     await publish_terminal(job_id, deps)
     return "cancelled"

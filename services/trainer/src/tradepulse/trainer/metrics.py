@@ -1,15 +1,16 @@
-"""The trainer's Prometheus metrics, on a registry of their own."""
+"""The trainer's Prometheus metrics, on the registry the service skeleton serves (the
+skeleton adds the per-endpoint bus metrics to it). Refreshed by `app.refresh_metrics`."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
-
-from tradepulse.common.metrics import new_registry
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class TrainerMetrics:
-    def __init__(self) -> None:
-        self.registry = new_registry()
+    """`registry`: where to register; a fresh one when None (a replica in a unit test)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
         self.trials = Counter(
             "tradepulse_trials_total", "Trials evaluated", ["state"], registry=self.registry
         )

@@ -1,7 +1,20 @@
-"""How a pulled message is settled when handling it raised: the trainer's one retry policy.
+"""How a pulled job or trial work item is settled when handling it raised: the trainer's one retry
+policy.
 
-Every loop (intake, jobs, trials) asks `RetryPolicy.verdict` and does what it says; nothing
-else decides between ack, nak and term.
+The job and trial loops ask `RetryPolicy.verdict` and do what it says; nothing else decides
+between ack, nak and term. The intake is a common `Consumer` and settles by its `AckPolicy`
+(app.intake_policy). The actions are those of the common consumer's `Settlement`
+(tradepulse.common.subscribe): nak (with a delay), term, give_up (record the verdict, then
+ack). As a common consumer does, a body no version can read is terminated and one from a newer
+producer is nak'ed for an upgraded replica (`NEWER_SCHEMA_DELAY_S`). Why these two queues do
+not settle by an `AckPolicy` as well: an `AckPolicy` counts every failure towards one give-up,
+on the delivery the server treats as its last, whereas here a passing fault (`TRANSIENT`) is
+retried however often it happens and only a crash counts towards `TRAINER_TRIAL_MAX_DELIVER` (a
+setting, which a durable consumer's server-side limit could not follow); a job is given up by
+`plan.next_action` once delivered too often (unless another live replica holds it) and fails at
+once on a crash; a job handed back at shutdown also gives its lease up; and a give-up that
+cannot be recorded is nak'ed for later, where the consumer would terminate it (losing a work
+item would leave its job waiting for those trials for ever).
 """
 
 from __future__ import annotations
@@ -14,6 +27,7 @@ import nats.errors
 
 from tradepulse.common.db.pool import TRANSIENT as DATABASE_TRANSIENT
 from tradepulse.common.errors import ServiceError
+from tradepulse.common.subscribe import NEWER_SCHEMA_DELAY_S
 from tradepulse.trainer.errors import JobHeldElsewhereError
 
 # Failures that pass: a lost connection, NATS or PostgreSQL away for a moment.
@@ -24,12 +38,23 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 )
 
 
+def describe(exc: BaseException) -> str:
+    """An exception for a log field or a stored reason: `Type: message`, or only the type when
+    the message is empty (a bare TimeoutError would otherwise read as '')."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 class MalformedMessageError(ServiceError):
     """A message that does not decode as its contract: no delivery can ever succeed."""
 
 
+class NewerSchemaError(MalformedMessageError):
+    """A message from a newer producer: an upgraded replica can read it, so it waits for one
+    (`NEWER_SCHEMA_DELAY_S` apart, as a common consumer's does)."""
+
+
 class Queue(enum.Enum):
-    INTAKE = "intake"  # every submitted job, recorded as queued
     JOBS = "jobs"  # a job to hold
     TRIALS = "trials"  # a trial work item to evaluate
 
@@ -37,14 +62,14 @@ class Queue(enum.Enum):
 class Settle(enum.Enum):
     NAK = "nak"  # deliver again after `delay`
     TERM = "term"  # never deliver again
-    FAIL = "fail"  # record the failure (job failed / trials failed), then ack
+    GIVE_UP = "give_up"  # record the failure (job failed / trials failed), then ack
     RAISE = "raise"  # not this policy's to handle: let it propagate
 
 
 @dataclass(frozen=True)
 class Verdict:
     settle: Settle
-    # NAK: seconds before the redelivery (None: at once). FAIL: the nak's delay if recording
+    # NAK: seconds before the redelivery (None: at once). GIVE_UP: the nak's delay if recording
     # the failure fails too (None: no nak; the message comes back after its ack wait).
     delay: float | None = None
     # Shutting down: give the job's lease up so that another replica can take it at once.
@@ -58,6 +83,8 @@ class RetryPolicy:
 
     def verdict(self, queue: Queue, exc: BaseException, attempt: int = 1) -> Verdict:
         """`attempt`: the delivery that raised, counted from 1."""
+        if isinstance(exc, NewerSchemaError):
+            return Verdict(Settle.NAK, delay=NEWER_SCHEMA_DELAY_S)
         if isinstance(exc, MalformedMessageError):
             return Verdict(Settle.TERM)
         if queue is Queue.JOBS:
@@ -72,7 +99,7 @@ class RetryPolicy:
             if isinstance(exc, TRANSIENT):
                 return Verdict(Settle.NAK, delay=2)
             if isinstance(exc, Exception):
-                return Verdict(Settle.FAIL)
+                return Verdict(Settle.GIVE_UP)
         if queue is Queue.TRIALS:
             if isinstance(exc, TRANSIENT):
                 return Verdict(Settle.NAK, delay=1)
@@ -81,9 +108,7 @@ class RetryPolicy:
                 # trials are stored as failed, so the job neither waits forever nor stops.
                 if attempt < self.trial_max_deliver:
                     return Verdict(Settle.NAK, delay=2)
-                return Verdict(Settle.FAIL, delay=5)
-        if queue is Queue.INTAKE and isinstance(exc, TRANSIENT):
-            return Verdict(Settle.NAK, delay=1)
+                return Verdict(Settle.GIVE_UP, delay=5)
         return Verdict(Settle.RAISE)
 
     def held_here(self) -> Verdict:

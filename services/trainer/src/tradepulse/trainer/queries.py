@@ -1,14 +1,16 @@
-"""Requests the trainer answers: cancel a job, read jobs and trials."""
+"""Requests the trainer answers: cancel a job, read jobs and trials.
+
+Each is a `Responder` of the common skeleton (app.setup registers them with `Runtime.respond`),
+which decodes the request and turns an exception into an `ErrorReply` whose code survives the
+bus: a request that does not decode is INVALID_REQUEST, anything else (the store or NATS away)
+UNAVAILABLE. An unknown id is not an error: the reply says it was not found (`found=False`,
+`job=None`), which the gateway turns into its 404.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TypeVar
 
-from pydantic import ValidationError
-
-from tradepulse.common.contracts.base import INVALID_REQUEST, UNAVAILABLE, ErrorReply, Message
 from tradepulse.common.contracts.training import (
     CancelJob,
     CancelReply,
@@ -25,27 +27,8 @@ from tradepulse.common.contracts.training import (
 )
 from tradepulse.trainer.deps import Deps
 from tradepulse.trainer.handlers import publish_terminal
-from tradepulse.trainer.policy import TRANSIENT
 from tradepulse.trainer.ports import StoredTrial
 from tradepulse.trainer.validation import ensemble_view
-
-M = TypeVar("M", bound=Message)
-
-
-async def answer(
-    model: type[M], data: bytes, handler: Callable[[M], Awaitable[Message]]
-) -> Message:
-    """The reply to a request: the handler's, or an ErrorReply whose code keeps its kind
-    across the bus (a request that does not decode is invalid; a store or bus away makes the
-    trainer unavailable). An unknown id is not an error: the reply says it was not found."""
-    try:
-        request = model.from_bytes(data)
-    except ValidationError as exc:
-        return ErrorReply(error=f"invalid request: {exc}", code=INVALID_REQUEST)
-    try:
-        return await handler(request)
-    except TRANSIENT as exc:
-        return ErrorReply(error=f"trainer unavailable: {exc}", code=UNAVAILABLE)
 
 
 async def cancel_job(request: CancelJob, deps: Deps) -> CancelReply:
