@@ -284,6 +284,16 @@ async def test_sigterm_to_tradepulse_up_stops_everything_and_sigkill_leaves_noth
         assert "trainer-1 (pid" in text
         assert "left running by an earlier run" in text
         assert "DATABASE_URL=" in text
+        # The servers' passwords bypass the API keys: masked on the screen, kept in a 0600 file.
+        urls = dict(line.split("=", 1) for line in (data_dir / "urls.env").read_text().splitlines())
+        assert stat.S_IMODE((data_dir / "urls.env").stat().st_mode) == 0o600
+        for url in (urls["NATS_URL"], urls["DATABASE_URL"]):
+            password = url.split("://", 1)[1].rpartition("@")[0].split(":", 1)[1]
+            assert password not in text
+        assert f"full URL in {data_dir / 'urls.env'}, mode 0600" in text
+        logs = list((data_dir / "logs").glob("*.log"))
+        assert logs
+        assert all(stat.S_IMODE(log.stat().st_mode) == 0o600 for log in logs)
         processes = recorded_processes(data_dir)
         assert sorted(processes) == ["nats", "postgres", "trainer-1", "trainer-2"]
         assert b"tradepulse.trainer" in cmdline(processes["trainer-1"])

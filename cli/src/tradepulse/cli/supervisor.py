@@ -231,7 +231,7 @@ async def quiet_connect(url: str, name: str, within: float) -> NatsClient:
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password hidden, for servers `up` did not start (not its secret)."""
+    """The URL with its password hidden: what the screen and the logs show of any server's URL."""
     scheme, sep, rest = url.partition("://")
     userinfo, at, host = rest.rpartition("@")
     if not at or ":" not in userinfo:

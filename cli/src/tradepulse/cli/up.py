@@ -190,15 +190,37 @@ def gateway_lines(access: GatewayAccess) -> list[str]:
     return lines
 
 
-def summary(system: System, access: GatewayAccess | None = None) -> str:
+URLS_FILE = "urls.env"
+
+
+def write_urls(system: System) -> Path | None:
+    """The embedded servers' full URLs (with their passwords) in `<data-dir>/urls.env`, mode
+    0600, for the user to source; None when both servers came from the environment. The
+    screen and the logs only ever show them masked: those passwords bypass the API keys."""
+    if system.nats is None and system.postgres is None:
+        return None
+    path = system.data_dir / URLS_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, f"NATS_URL={system.nats_url}\nDATABASE_URL={system.database_url}\n".encode())
+    finally:
+        os.close(fd)
+    return path
+
+
+def summary(
+    system: System, access: GatewayAccess | None = None, urls_file: Path | None = None
+) -> str:
     from tradepulse.cli.supervisor import mask_url
 
     lines = [f"TradePulse is up: namespace {system.names.prefix}, data dir {system.data_dir}"]
     if access is not None:
         lines.extend(gateway_lines(access))
+    where = f"  (full URL in {urls_file}, mode 0600)" if urls_file else ""
     if system.nats is not None:
         lines.append(
-            f"  NATS_URL={system.nats_url}\n"
+            f"  NATS_URL={mask_url(system.nats_url)}{where}\n"
             f"      nats-server pid {system.nats.pid}, log {system.nats.log_path}"
         )
     else:
@@ -206,7 +228,7 @@ def summary(system: System, access: GatewayAccess | None = None) -> str:
     if system.postgres is not None:
         pg = system.postgres
         lines.append(
-            f"  DATABASE_URL={system.database_url}\n"
+            f"  DATABASE_URL={mask_url(system.database_url)}{where}\n"
             f"      PostgreSQL {pg.version} pid {pg.postmaster_pid()}, cluster {pg.cluster}, "
             f"log {pg.log_path}"
         )
@@ -263,7 +285,7 @@ async def serve(config: Config, ready_timeout: float, access: GatewayAccess | No
                 raise
             if phase[0] == "starting":
                 phase[0] = "running"
-            print(summary(system, access), flush=True)
+            print(summary(system, access, write_urls(system)), flush=True)
             await stop.wait()
             _say("stopping")
     except asyncio.CancelledError:

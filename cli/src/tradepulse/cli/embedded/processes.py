@@ -58,8 +58,10 @@ async def terminate_pid(pid: int, grace: float) -> None:
 
 
 def open_log(path: Path, what: str) -> int:
-    """An append-only descriptor for a child's output, starting with a marker line."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    """An append-only descriptor for a child's output, starting with a marker line; mode 0600
+    (a service's log may carry what only its user should read)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.fchmod(fd, 0o600)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     os.write(fd, f"--- tradepulse up: starting {what} at {stamp} ---\n".encode())
     return fd
