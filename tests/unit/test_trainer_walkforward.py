@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tradepulse.cli.main import main
 from tradepulse.common.contracts.training import (
     CancelJob,
     JobCompleted,
@@ -339,3 +341,40 @@ async def test_a_layout_with_test_spans_under_two_bars_fails_the_job_naming_the_
     [failed] = events(deps, JobFailed)
     assert "walk_forward.folds" in failed.reason
     assert parts(deps)[1].published_work == []
+
+
+def test_tradepulse_backtest_over_a_folds_span_gives_its_train_metrics(
+    reference: tuple[TrainingRequested, Deps],
+    candles_excerpt: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The snapshot is the excerpt file itself, so the report's bar numbers are its rows."""
+    job, deps = reference
+    row = parts(deps)[0].jobs[job.job_id]
+    assert row.walk_forward is not None
+    checked = 0
+    for fold in [*row.walk_forward.fold_results]:
+        if fold.best_trial is None:
+            continue
+        code = main(
+            [
+                "backtest",
+                "--data",
+                str(candles_excerpt),
+                "--params",
+                json.dumps(fold.params),
+                "--from-bar",
+                str(fold.train.first_bar),
+                "--to-bar",
+                str(fold.train.last_bar + 1),
+                "--json",
+            ]
+        )
+        assert code == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["metrics"] == fold.train_metrics
+        assert (
+            result["fingerprint"] == parts(deps)[0].trials[job.job_id][fold.best_trial].fingerprint
+        )
+        checked += 1
+    assert checked >= 1
