@@ -118,3 +118,12 @@ def test_the_verdict_in_plain_words() -> None:
         {"status": "DISCOVERY", "gates": passed}
     )
     assert "not been registered" in render.walk_forward_verdict(None)
+
+
+def test_a_jobs_details_include_its_walk_forward_report() -> None:
+    out = io.StringIO()
+    render.job_details({"job_id": "job_1", "status": "completed", "walk_forward": REPORT}, out)
+    assert "walk-forward: 2 folds, rolling" in out.getvalue()
+    plain = io.StringIO()
+    render.job_details({"job_id": "job_2", "status": "completed"}, plain)
+    assert "walk-forward" not in plain.getvalue()

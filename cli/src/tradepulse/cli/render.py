@@ -208,6 +208,10 @@ def job_details(job: Mapping[str, Any], out: TextIO) -> None:
     if best.get("metrics"):
         block("best metrics", key_metrics(best["metrics"]), out)
     validation_block(job.get("validation"), best.get("metrics"), out)
+    report = job.get("walk_forward")
+    if isinstance(report, Mapping):
+        # The gates live with the configuration: `tradepulse configs show` has them.
+        walk_forward_report(report, None, out)
 
 
 def best_configuration(
