@@ -71,7 +71,7 @@ async def test_demo_runs_start_to_finish_and_leaves_nothing_running(
     data_dir = tmp_path / "demo"
     demo = await start_demo(data_dir, names, database)
     try:
-        raw_out, raw_err = await asyncio.wait_for(demo.communicate(), 80)
+        raw_out, raw_err = await asyncio.wait_for(demo.communicate(), 150)
     finally:
         if demo.returncode is None:
             demo.kill()
@@ -84,13 +84,19 @@ async def test_demo_runs_start_to_finish_and_leaves_nothing_running(
     assert "200 trials, the last 10,000 candles, seed 12345" in out
     assert re.search(r"job job_\w+ completed: 200 trials", out), out
     assert "100.0%  200/200 trials" in err
-    result = out[out.index("4/4 the result") :]
+    result = out[out.index("4/5 the result") : out.index("5/5 ")]
     assert re.search(r"^best configuration: cfg_\w+ \(\w+\), sharpe_ratio -?[\d,.]+ ", result, re.M)
     params = re.search(r"^params\n((?:  \w+ +\S+\n)+)", result, re.M)
     assert params is not None, result
     assert "key_level_lookback" in params.group(1)
     assert re.search(r"^  sharpe_ratio +-?[\d,.]+$", result, re.M), result
     assert re.search(r"^  total_trades +[\d,]+$", result, re.M), result
+    walk_forward = out[out.index("5/5 the same search, walk-forward") :]
+    assert re.search(r"job job_\w+ completed: 1200 trials", walk_forward), walk_forward
+    assert re.search(r"^stitched out-of-sample ", walk_forward, re.M), walk_forward
+    assert re.search(r"^WFE ", walk_forward, re.M), walk_forward
+    assert re.search(r"^status (DISCOVERY|CANDIDATE|PAPER)$", walk_forward, re.M), walk_forward
+    assert re.search(r"^verdict: (it survived|it did not survive|every gate)", walk_forward, re.M)
     assert "where to look next:" in out
     assert "/docs" in out
     assert "tradepulse configs" in out

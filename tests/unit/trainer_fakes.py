@@ -33,11 +33,12 @@ from tradepulse.common.contracts.training import (
     TrialSpec,
     TrialWork,
     ValidationReport,
+    WalkForwardReport,
 )
 from tradepulse.quant import Candles
 from tradepulse.trainer.deps import Deps
 from tradepulse.trainer.errors import SnapshotMissingError
-from tradepulse.trainer.evaluate import DatasetCache
+from tradepulse.trainer.evaluate import DatasetCache, evaluate
 from tradepulse.trainer.ports import (
     Delivery,
     EnsembleJob,
@@ -88,7 +89,7 @@ class MemoryJobStore:
                 status="queued",
                 progress=0.0,
                 trials_done=0,
-                n_iterations=request.n_iterations,
+                n_iterations=request.total_trials,
                 best_trial=None,
                 best_value=None,
                 error=None,
@@ -248,10 +249,12 @@ class MemoryJobStore:
         return job is not None and job.cancel_requested
 
     async def list_trials(
-        self, job_id: str, limit: int, offset: int
+        self, job_id: str, limit: int, offset: int, numbers: range | None = None
     ) -> tuple[int, list[StoredTrial]]:
         self.calls.append("list_trials")
         trials = await self.stored_trials(job_id)
+        if numbers is not None:
+            trials = [t for t in trials if t.number in numbers]
         return len(trials), trials[offset : offset + limit]
 
     async def list_jobs(
@@ -290,6 +293,12 @@ class MemoryJobStore:
         job = self.jobs.get(job_id)
         if job is not None and job.status == "running":
             self._update(job_id, validation=report)
+
+    async def store_walk_forward(self, job_id: str, report: WalkForwardReport) -> None:
+        self.calls.append("store_walk_forward")
+        job = self.jobs.get(job_id)
+        if job is not None and job.status == "running":
+            self._update(job_id, walk_forward=report)
 
     async def ensemble_jobs(self, ensemble_id: str) -> list[EnsembleJob]:
         self.calls.append("ensemble_jobs")
@@ -479,10 +488,14 @@ def job_request(**fields: Any) -> TrainingRequested:
 
 
 def make_deps(
-    store: MemoryJobStore | None = None, bus: MemoryBus | None = None, **settings: Any
+    store: MemoryJobStore | None = None,
+    bus: MemoryBus | None = None,
+    candles: Candles | None = None,
+    **settings: Any,
 ) -> Deps:
-    """A replica on in-memory ports, its snapshot a small synthetic history."""
-    candles = synthetic_candles()
+    """A replica on in-memory ports, its snapshot `candles` (default a small synthetic
+    history)."""
+    candles = candles if candles is not None else synthetic_candles()
     snapshots = {SNAPSHOT: candles.to_bytes()}
 
     async def load(name: str) -> bytes:
@@ -524,7 +537,8 @@ class Worker:
 
     Only trials numbered below `limit` are evaluated (None: all); raise it with `allow`.
     `repeat` delivers every item that many times (a redelivered or duplicated item);
-    `result` replaces `made_up_result`."""
+    `result` replaces `made_up_result`; `real` evaluates with the trainer's own backtest
+    (evaluate.evaluate on the replica's dataset cache)."""
 
     def __init__(
         self,
@@ -533,6 +547,7 @@ class Worker:
         limit: int | None = None,
         repeat: int = 1,
         result: Callable[[TrialWork, TrialSpec, str], TrialCompleted] | None = None,
+        real: bool = False,
     ) -> None:
         assert isinstance(deps.bus, MemoryBus)
         self.deps = deps
@@ -540,6 +555,7 @@ class Worker:
         self.bus = deps.bus
         self.limit = limit
         self.repeat = repeat
+        self.real = real
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -554,7 +570,12 @@ class Worker:
                 self._changed.clear()
                 await self._changed.wait()
             for _ in range(self.repeat):
-                results = [self.result(work, t, "trainer-w") for t in work.trials]
+                if self.real:
+                    results = [
+                        await evaluate(work, t, self.deps.cache, "trainer-w") for t in work.trials
+                    ]
+                else:
+                    results = [self.result(work, t, "trainer-w") for t in work.trials]
                 await store_trials(work, results, self.deps)
 
     async def __aenter__(self) -> Worker:

@@ -15,11 +15,16 @@ from typing import Any
 
 from tradepulse.common.contracts.market import DatasetKey
 from tradepulse.common.contracts.training import (
+    BarSpan,
     DataWindow,
+    FinalOptimization,
+    FoldResult,
+    OutOfSample,
     SelectedTrial,
     TrainingRequested,
     TrialCompleted,
     ValidationReport,
+    WalkForwardReport,
 )
 from tradepulse.trainer.ports import JobStore
 
@@ -46,6 +51,36 @@ REPORT = ValidationReport(
     psr=0.9,
     dsr=0.4,
     pbo=None,
+)
+
+SPAN = BarSpan(first_bar=10, last_bar=19, bars=10, first_ms=3_000_000, last_ms=5_700_000)
+FOLD = FoldResult(
+    fold=0,
+    train=SPAN,
+    test=SPAN,
+    best_trial=None,
+    best_value=None,
+    params=None,
+    train_metrics=None,
+    initial_capital=10_000.0,
+    final_capital=10_000.0,
+    test_metrics={"net_profit_pct": 0.0, "sharpe_ratio": None},
+    test_trades=0,
+    flat_reason="no usable trial",
+    efficiency=None,
+    validation=REPORT.model_copy(update={"selected": None, "psr": None, "dsr": None}),
+)
+WALK_FORWARD = WalkForwardReport(
+    folds=2,
+    mode="anchored",
+    is_oos_ratio=3,
+    train_bars=30,
+    test_bars=10,
+    fold_results=[FOLD, FOLD.model_copy(update={"fold": 1, "efficiency": 0.1 + 0.2})],
+    final=FinalOptimization(fold=2, span=SPAN, best_trial=21, validation=REPORT),
+    oos=OutOfSample(span=SPAN, metrics={"sharpe_ratio": -1 / 7}, psr=0.25, fingerprint="fp"),
+    wfe=None,
+    dispersion={"a": None, "b": 1 / 3},
 )
 
 
@@ -216,6 +251,15 @@ class StoreContract:
         total, page = await store.list_trials(job.job_id, 2, 1)
         assert (total, [t.number for t in page]) == (5, [1, 2])
         assert await store.list_trials("job-nope", 10, 0) == (0, [])
+        total, page = await store.list_trials(job.job_id, 10, 1, range(1, 4))
+        assert (total, [t.number for t in page]) == (3, [2, 3]), "one fold's trials, paged"
+
+    async def test_a_walk_forward_job_counts_every_optimizations_trials(
+        self, backend: Backend
+    ) -> None:
+        job = request(n_iterations=7, walk_forward={"folds": 3})
+        row = await backend.store.create_job(job)
+        assert (row.n_iterations, row.walk_forward) == (28, None)
 
     async def test_progress_is_recorded_only_while_running(self, backend: Backend) -> None:
         store = backend.store
@@ -351,6 +395,26 @@ class StoreContract:
         row = await store.get_job(job.job_id)
         assert row is not None
         assert row.validation == REPORT
+
+    async def test_a_walk_forward_report_is_stored_only_while_the_job_runs(
+        self, backend: Backend
+    ) -> None:
+        store = backend.store
+        queued = request(walk_forward={"folds": 2})
+        await store.create_job(queued)
+        await store.store_walk_forward(queued.job_id, WALK_FORWARD)
+        row = await store.get_job(queued.job_id)
+        assert row is not None
+        assert row.walk_forward is None
+
+        job = request(walk_forward={"folds": 2})
+        await running(store, job)
+        await store.store_walk_forward(job.job_id, WALK_FORWARD)
+        await store.finish(job.job_id, "completed")
+        await store.store_walk_forward(job.job_id, WALK_FORWARD.model_copy(update={"wfe": 1.0}))
+        row = await store.get_job(job.job_id)
+        assert row is not None
+        assert row.walk_forward == WALK_FORWARD, "bit for bit, and never after its end"
 
     async def test_an_ensembles_jobs_come_in_seed_order_with_their_best_params(
         self, backend: Backend

@@ -36,6 +36,16 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--timeframe", help="candle timeframe, e.g. 5m (default: detected)")
     p.add_argument("--last", type=int, metavar="N", help="trade only the last N candles")
     p.add_argument(
+        "--from-bar",
+        type=int,
+        metavar="A",
+        help="trade bars A..B-1 of the file (row numbers from 0), with the warm-up before A: "
+        "e.g. a walk-forward fold's span (its first_bar, last_bar + 1)",
+    )
+    p.add_argument(
+        "--to-bar", type=int, metavar="B", help="with --from-bar: the first bar not traded"
+    )
+    p.add_argument(
         "--warmup",
         type=int,
         metavar="W",
@@ -108,7 +118,9 @@ def run(args: argparse.Namespace) -> int:
                     f"--timeframe {args.timeframe}: the candles in {args.data} are mostly "
                     f"{format_timeframe(spacing)} apart"
                 )
-        if args.last is not None:
+        if args.from_bar is not None or args.to_bar is not None:
+            candles, trade_from = bar_span(history, args, strategy)
+        elif args.last is not None:
             warmup = (
                 args.warmup
                 if args.warmup is not None
@@ -118,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
             candles, trade_from = window.candles, window.trade_from
         else:
             if args.warmup is not None:
-                raise UserError("--warmup needs --last")
+                raise UserError("--warmup needs --last or --from-bar")
             candles, trade_from = history, 0
         prepared = strategy.prepare(candles)
         for params in parsed:
@@ -145,6 +157,29 @@ def run(args: argparse.Namespace) -> int:
     except QuantError as exc:
         raise UserError(str(exc)) from exc
     return 0
+
+
+def bar_span(history: Any, args: argparse.Namespace, strategy: Any) -> tuple[Any, int]:
+    """The candles and trade_from of `--from-bar A --to-bar B`: bars [A, B) traded, preceded
+    by up to the warm-up bars (fewer where the file starts later), as a walk-forward fold's
+    training trials see them (validation spec section 3)."""
+    if args.last is not None:
+        raise UserError("give --last or --from-bar/--to-bar, not both")
+    if args.from_bar is None or args.to_bar is None:
+        raise UserError("--from-bar and --to-bar go together")
+    first, stop = args.from_bar, args.to_bar
+    if not 0 <= first < stop <= len(history):
+        raise UserError(
+            f"--from-bar {first} --to-bar {stop}: need 0 <= A < B <= {len(history)} "
+            f"(the file's rows)"
+        )
+    warmup = (
+        args.warmup if args.warmup is not None else strategy.warmup_bars(history.timeframe_seconds)
+    )
+    if warmup < 0:
+        raise UserError(f"--warmup must be >= 0, got {warmup}")
+    begin = max(0, first - warmup)
+    return history.slice(begin, stop), first - begin
 
 
 def _fmt(value: float | int | None) -> str:

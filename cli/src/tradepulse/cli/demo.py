@@ -54,6 +54,13 @@ EXAMPLE_JOB: dict[str, Any] = {
     "lookback_candles": 10_000,
     "seed": 12345,
 }
+# The same search as a walk-forward job: 5 folds x 200 trials (and the final optimization)
+# over the last 100,000 candles, each fold's best tested on the span after it.
+WALK_FORWARD_JOB: dict[str, Any] = {
+    **EXAMPLE_JOB,
+    "lookback_candles": 100_000,
+    "walk_forward": {"folds": 5, "mode": "rolling", "is_oos_ratio": 4},
+}
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -255,7 +262,7 @@ async def run_demo(plan: Plan) -> int:
 
     config, dataset, url, key = plan.config, plan.dataset, plan.url, plan.key
     _say("TradePulse demo")
-    _say(f"1/4 starting the system in {config.data_dir}")
+    _say(f"1/5 starting the system in {config.data_dir}")
     started = time.perf_counter()
     async with System.start(config) as system:
         _say(f"    {servers_text(system)}; waiting for {services_text(system)}")
@@ -268,7 +275,7 @@ async def run_demo(plan: Plan) -> int:
         )
         async with Gateway(url, key, key_source="the demo's own key") as gw:
             _say(
-                f"2/4 importing {plan.data} ({plan.size_mb:.1f} MB) as {dataset}, "
+                f"2/5 importing {plan.data} ({plan.size_mb:.1f} MB) as {dataset}, "
                 "through POST /api/v2/data/upload"
             )
             step = time.perf_counter()
@@ -285,7 +292,7 @@ async def run_demo(plan: Plan) -> int:
                 "timeframe": dataset.timeframe,
             }
             _say(
-                f"3/4 training {payload['strategy']} on {dataset}: {payload['optimizer']} search, "
+                f"3/5 training {payload['strategy']} on {dataset}: {payload['optimizer']} search, "
                 f"{payload['n_iterations']} trials, the last {payload['lookback_candles']:,} "
                 f"candles, seed {payload['seed']} (POST /api/v2/training/start)"
             )
@@ -300,9 +307,10 @@ async def run_demo(plan: Plan) -> int:
             )
             completed = job.get("status") == "completed"
             if completed:
-                _say("4/4 the result")
+                _say("4/5 the result")
                 render.best_configuration(job, found, sys.stdout)
                 config_id = (found or {}).get("config_id") or job.get("config_id")
+                completed = await walk_forward_step(gw, payload)
                 _say()
                 for line in next_steps(system, config_id):
                     _say(line)
@@ -312,6 +320,34 @@ async def run_demo(plan: Plan) -> int:
         _say("stopping everything")
     _say("stopped; nothing is left running")
     return 0 if completed else 1
+
+
+async def walk_forward_step(gw: Gateway, plain: Mapping[str, Any]) -> bool:
+    """Step 5: the same search, walk-forward, and its verdict in plain words; whether the job
+    completed."""
+    wf = WALK_FORWARD_JOB["walk_forward"]
+    payload = {**plain, **WALK_FORWARD_JOB}
+    _say(
+        f"5/5 the same search, walk-forward: {wf['folds']} folds x {payload['n_iterations']} "
+        f"trials and a final optimization over the last {payload['lookback_candles']:,} "
+        "candles; each fold's best is tested on the candles after its training span"
+    )
+    step = time.perf_counter()
+    accepted = await gw.submit_training(payload)
+    job_id = str(accepted["job_id"])
+    total = int(payload["n_iterations"]) * (int(wf["folds"]) + 1)
+    job, found = await follow_job(gw, job_id, total)
+    _say(
+        f"    job {job_id} {job.get('status')}: {job.get('trials_done')} trials in "
+        f"{time.perf_counter() - step:.1f} s"
+    )
+    report = job.get("walk_forward")
+    if job.get("status") != "completed" or not isinstance(report, dict):
+        _say(f"    {job.get('error') or 'the walk-forward job did not complete'}")
+        return False
+    render.walk_forward_report(report, found, sys.stdout)
+    _say(f"verdict: {render.walk_forward_verdict(found)}")
+    return True
 
 
 def plan_from(args: argparse.Namespace, environ: Mapping[str, str], cwd: Path) -> Plan:

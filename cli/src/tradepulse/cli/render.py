@@ -208,6 +208,10 @@ def job_details(job: Mapping[str, Any], out: TextIO) -> None:
     if best.get("metrics"):
         block("best metrics", key_metrics(best["metrics"]), out)
     validation_block(job.get("validation"), best.get("metrics"), out)
+    report = job.get("walk_forward")
+    if isinstance(report, Mapping):
+        # The gates live with the configuration: `tradepulse configs show` has them.
+        walk_forward_report(report, None, out)
 
 
 def best_configuration(
@@ -426,3 +430,106 @@ class ProgressBar:
             self.out.write("\n")
             self.out.flush()
             self._line = ""
+
+
+# Walk-forward jobs (validation spec sections 3 and 5) --------------------------------------
+
+
+def _span(span: Any) -> str:
+    if not isinstance(span, Mapping):
+        return "-"
+    return f"{number(span.get('first_bar'))}..{number(span.get('last_bar'))}"
+
+
+def _metric(metrics: Any, name: str, digits: int = 2) -> str:
+    return number(metrics.get(name), digits) if isinstance(metrics, Mapping) else "-"
+
+
+def fold_rows(report: Mapping[str, Any]) -> list[list[str]]:
+    rows = []
+    for f in report.get("fold_results") or []:
+        train, test = f.get("train_metrics"), f.get("test_metrics")
+        best = f.get("best_trial")
+        rows.append(
+            [
+                str(f.get("fold")),
+                _span(f.get("train")),
+                _span(f.get("test")),
+                "none" if best is None else str(best),
+                _metric(train, "sharpe_ratio"),
+                _metric(train, "net_profit"),
+                _metric(test, "sharpe_ratio"),
+                _metric(test, "net_profit"),
+                str(f.get("test_trades", "-")),
+                number(f.get("efficiency"), 2),
+            ]
+        )
+    return rows
+
+
+def walk_forward_report(
+    report: Mapping[str, Any], config: Mapping[str, Any] | None, out: TextIO
+) -> None:
+    """The folds (in-sample = the fold's best trial on its training span, out-of-sample = its
+    test span), the stitched record, WFE, the gates with their verdicts and the status."""
+    print(
+        f"walk-forward: {report.get('folds')} folds, {report.get('mode')}, in-sample/"
+        f"out-of-sample {report.get('is_oos_ratio')}, first training span "
+        f"{number(report.get('train_bars'))} bars, test spans {number(report.get('test_bars'))}",
+        file=out,
+    )
+    header = ["fold", "train bars", "test bars", "best", "IS sharpe", "IS net", "OOS sharpe"]
+    table(fold_rows(report), [*header, "OOS net", "OOS trades", "efficiency"], out)
+    final = report.get("final") or {}
+    print(
+        f"final optimization (fold {final.get('fold')}) on bars {_span(final.get('span'))}: "
+        f"best trial {final.get('best_trial')}",
+        file=out,
+    )
+    oos = report.get("oos") or {}
+    metrics = oos.get("metrics") or {}
+    print(
+        f"stitched out-of-sample {_span(oos.get('span'))}: sharpe "
+        f"{_metric(metrics, 'sharpe_ratio')}, net profit {_metric(metrics, 'net_profit')} "
+        f"({_metric(metrics, 'net_profit_pct')} %), {number(metrics.get('total_trades'))} trades, "
+        f"PSR {number(oos.get('psr'), 3)}",
+        file=out,
+    )
+    print(f"WFE {number(report.get('wfe'), 3)}", file=out)
+    dispersion = report.get("dispersion") or {}
+    if dispersion:
+        spread = ", ".join(f"{k} {number(v, 2)}" for k, v in dispersion.items())
+        print(f"dispersion of the folds' bests: {spread}", file=out)
+    gates = (config or {}).get("gates")
+    if isinstance(gates, list):
+        rows = [
+            [
+                str(g.get("name")),
+                number(g.get("value"), 4) if g.get("value") is not None else "null",
+                f"{g.get('comparison')} {number(g.get('threshold'), 2)}",
+                "pass" if g.get("passed") else "FAIL",
+            ]
+            for g in gates
+            if isinstance(g, Mapping)
+        ]
+        print("gates", file=out)
+        table(rows, ["gate", "value", "needs", "verdict"], out)
+    if config and config.get("status"):
+        print(f"status {config['status']}", file=out)
+    out.flush()
+
+
+def walk_forward_verdict(config: Mapping[str, Any] | None) -> str:
+    """The gates' outcome in plain words."""
+    if not config or not isinstance(config.get("gates"), list):
+        return "no verdict yet: the configuration has not been registered"
+    failed = [g.get("name") for g in config["gates"] if not g.get("passed")]
+    status = config.get("status")
+    if not failed:
+        if status == "PAPER":
+            return "it survived out-of-sample: every gate holds and it moved to PAPER trading"
+        return f"every gate holds, but it stays {status}: too few in-sample trades to judge"
+    return (
+        f"it did not survive out-of-sample: {', '.join(map(str, failed))} failed, so it stays "
+        f"{status}"
+    )

@@ -30,6 +30,26 @@ def add_parsers(sub: Any) -> None:
         "when it ends, the best configuration (params, key metrics, config id).",
     )
     add_training_options(p)
+    p.add_argument(
+        "--walk-forward",
+        type=int,
+        default=None,
+        metavar="K",
+        help="a walk-forward job: K folds (2..20), each an optimization of N trials tested on "
+        "the span after it, then a final optimization whose best is the configuration",
+    )
+    p.add_argument(
+        "--anchored",
+        action="store_true",
+        help="with --walk-forward: every fold trains from the window's start (default rolling)",
+    )
+    p.add_argument(
+        "--is-oos-ratio",
+        type=int,
+        default=None,
+        metavar="R",
+        help="with --walk-forward: training span / test span, 1..20 (default 4)",
+    )
     p.add_argument("--no-follow", action="store_true", help="print the job id and return at once")
     p.add_argument("--json", action="store_true", help="print the job as JSON when it ends")
     add_connection_options(p)
@@ -175,6 +195,16 @@ def training_payload(args: argparse.Namespace) -> dict[str, Any]:
         "pbo_blocks": args.pbo_blocks,
     }
     payload.update({k: v for k, v in optional.items() if v is not None})
+    folds = getattr(args, "walk_forward", None)
+    if folds is not None:
+        walk_forward: dict[str, Any] = {"folds": folds}
+        if args.anchored:
+            walk_forward["mode"] = "anchored"
+        if args.is_oos_ratio is not None:
+            walk_forward["is_oos_ratio"] = args.is_oos_ratio
+        payload["walk_forward"] = walk_forward
+    elif getattr(args, "anchored", False) or getattr(args, "is_oos_ratio", None) is not None:
+        raise UserError("--anchored and --is-oos-ratio need --walk-forward K")
     if args.settings is not None:
         settings = json_option(args.settings, "--settings")
         if not isinstance(settings, dict):
@@ -230,7 +260,9 @@ async def _train(args: argparse.Namespace) -> int:
             return 0
         print(f"job {job_id} {accepted.get('status', 'queued')}", file=sys.stderr, flush=True)
         try:
-            job, config = await follow_job(gw, job_id, args.n_iterations)
+            # One bar over every optimization's trials: K folds and the final one.
+            optimizations = 1 if args.walk_forward is None else args.walk_forward + 1
+            job, config = await follow_job(gw, job_id, args.n_iterations * optimizations)
         except asyncio.CancelledError:
             print(
                 f"stopped following; job {job_id} goes on (tradepulse job {job_id}, "
@@ -251,6 +283,10 @@ def report_outcome(job: dict[str, Any], config: dict[str, Any] | None, out: Text
     if status == "completed":
         print(f"job {job_id} completed: {job.get('trials_done', '?')} trials", file=out)
         render.best_configuration(job, config, out)
+        report = job.get("walk_forward")
+        if isinstance(report, dict):
+            render.walk_forward_report(report, config, out)
+            print(render.walk_forward_verdict(config), file=out)
     elif status == "failed":
         print(f"job {job_id} failed: {job.get('error') or 'no reason given'}", file=out)
     else:

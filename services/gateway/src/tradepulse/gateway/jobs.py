@@ -33,7 +33,9 @@ from tradepulse.gateway.errors import (
 from tradepulse.gateway.schemas.common import iso_ms, to_ms
 from tradepulse.gateway.schemas.training import TrainingBody, queued_view
 from tradepulse.gateway.state import Gateway
-from tradepulse.quant import parse_timeframe
+from tradepulse.quant import get_strategy, parse_timeframe
+from tradepulse.quant.errors import WalkForwardError
+from tradepulse.quant.walkforward import check_warmup_room, layout
 
 JOB_ID = re.compile(ID_PATTERN)
 # A cancel sent before the trainers' intake recorded the job is sent again for this long.
@@ -58,6 +60,57 @@ def describe(c: DatasetCoverage) -> str:
 
 
 async def check_data(gw: Gateway, body: TrainingBody) -> DatasetCoverage:
+    """The job's dataset, asked of the ingest service; 422 if it cannot hold the window (or,
+    for a walk-forward job, its layout: see `walk_forward_problem`)."""
+    coverage = await _coverage_for(gw, body)
+    problem = walk_forward_problem(body, coverage)
+    if problem is not None:
+        raise problem
+    return coverage
+
+
+def window_rows(
+    body: TrainingBody, coverage: DatasetCoverage, warmup: int
+) -> tuple[int, int] | None:
+    """(W, s): the job's window bars and the warm-up bars loaded before it, as the trainer
+    will cut them (LS section 8); None when the coverage cannot tell (a range window over a
+    dataset with gaps: the trainer then checks, and fails the job naming the field)."""
+    rows = coverage.rows
+    if body.lookback_candles is not None:
+        last = body.lookback_candles
+        return last, min(warmup, rows - last)
+    if coverage.gaps or coverage.missing_candles:
+        return None
+    step = parse_timeframe(coverage.dataset.timeframe) * 1000
+    start, end = to_ms(body.start), to_ms(body.end)
+    assert start is not None
+    first = max(0, -(-(start - coverage.first_ms) // step))
+    stop = rows if end is None else min(rows, max(0, -(-(end - coverage.first_ms) // step)))
+    return stop - first, min(warmup, first)
+
+
+def walk_forward_problem(body: TrainingBody, coverage: DatasetCoverage) -> InvalidInputError | None:
+    """A walk-forward layout the job's window cannot hold (validation spec section 3): test
+    spans under 2 bars (`walk_forward.folds`), or a first test span without room for its
+    warm-up in the dataset (`walk_forward.is_oos_ratio`); the core decides and names the
+    field."""
+    wf = body.walk_forward
+    if wf is None:
+        return None
+    warmup = get_strategy(body.strategy).warmup_bars(parse_timeframe(coverage.dataset.timeframe))
+    window = window_rows(body, coverage, warmup)
+    if window is None:
+        return None
+    bars, trade_from = window
+    try:
+        wf_layout = layout(bars, trade_from, wf.folds, wf.is_oos_ratio, wf.mode)
+        check_warmup_room(wf_layout, warmup)
+    except WalkForwardError as exc:
+        return InvalidInputError(exc.field, exc.problem)
+    return None
+
+
+async def _coverage_for(gw: Gateway, body: TrainingBody) -> DatasetCoverage:
     """The job's dataset, asked of the ingest service; 422 if it cannot hold the window.
 
     A dataset only grows, so a coverage that accepted the window a few seconds ago still

@@ -16,6 +16,7 @@ from tradepulse.common.contracts.registry import (
     ConfigReply,
     ConfigsReply,
     ConfigStatus,
+    GateView,
     GetConfig,
     ListConfigs,
     StatusRefusal,
@@ -58,29 +59,83 @@ def promotion_message_id(config_id: str, seq: int) -> str:
     return f"{config_id}.{seq}"
 
 
+def evidence_of(event: JobCompleted) -> lifecycle.Evidence | None:
+    """What a walk-forward job says for its gates (validation spec section 5); None for a
+    plain job. The stitched figures are the report's `oos`; PBO and DSR are the
+    configuration's own, the final optimization's (the job's validation report)."""
+    report = event.walk_forward
+    if report is None:
+        return None
+    validation = event.validation
+    oos = report.oos.metrics
+    return lifecycle.Evidence(
+        oos_trades=oos.get("total_trades"),
+        oos_sharpe=oos.get("sharpe_ratio"),
+        oos_psr=report.oos.psr,
+        wfe=report.wfe,
+        pbo=None if validation is None or validation.pbo is None else validation.pbo.pbo,
+        dsr=None if validation is None else validation.dsr,
+    )
+
+
+def birth(
+    event: JobCompleted, rules: lifecycle.Rules
+) -> tuple[list[lifecycle.Decision], list[GateView] | None]:
+    """A new configuration's status changes (its first status, then PAPER when a walk-forward
+    job's gates all hold) and its gates (None for a plain job)."""
+    decisions = [lifecycle.initial(event.metrics, rules)]
+    evidence = evidence_of(event)
+    if evidence is None:
+        return decisions, None
+    verdicts = lifecycle.gates(evidence, rules.gates)
+    after = lifecycle.after_gates(decisions[0].to_status, verdicts)
+    if after is not None:
+        decisions.append(after)
+    views = [
+        GateView(
+            name=g.name,
+            value=g.value,
+            comparison=g.comparison,
+            threshold=g.threshold,
+            passed=g.passed,
+        )
+        for g in verdicts
+    ]
+    return decisions, views
+
+
 async def record_job(event: JobCompleted, deps: Deps) -> bool:
     """Turn a finished job into a configuration; False (and nothing written) if it already is one.
 
-    The status, its history row and the ConfigPromoted event commit together; the event is
-    published after the commit, and by the outbox's periodic run if that fails.
+    The status changes of its birth (a walk-forward job's CANDIDATE may move on to PAPER at
+    once, by its gates), their history rows and ConfigPromoted events commit together; the
+    events are published after the commit, and by the outbox's periodic run if that fails.
     """
     config_id = config_id_for(event.job_id)
     structlog.contextvars.bind_contextvars(job_id=event.job_id, config_id=config_id)
     try:
-        decision = lifecycle.initial(event.metrics, deps.rules)
-        seq = 1
-        promoted = ConfigPromoted(
-            message_id=promotion_message_id(config_id, seq),
-            config_id=config_id,
-            job_id=event.job_id,
-            from_status=decision.from_status,
-            to_status=decision.to_status,
-            reason=decision.reason,
-            at=deps.clock().isoformat(),
-        )
+        decisions, gate_views = birth(event, deps.rules)
+        at = deps.clock().isoformat()
+        changes = [
+            ConfigPromoted(
+                message_id=promotion_message_id(config_id, seq),
+                config_id=config_id,
+                job_id=event.job_id,
+                from_status=decision.from_status,
+                to_status=decision.to_status,
+                reason=decision.reason,
+                at=at,
+            )
+            for seq, decision in enumerate(decisions, start=1)
+        ]
         created = await retrying(
             lambda: deps.repo.create_config(
-                config_id, event, event.message_id, seq, promoted, deps.names.config_promoted
+                config_id,
+                event,
+                event.message_id,
+                changes,
+                deps.names.config_promoted,
+                gate_views,
             ),
             wait=WRITE_RETRY_S,
         )
@@ -88,8 +143,9 @@ async def record_job(event: JobCompleted, deps: Deps) -> bool:
             deps.metrics.duplicate_jobs.inc()
             log.info("job_already_recorded")
             return False
-        deps.metrics.configs_created.labels(decision.to_status).inc()
-        log.info("config_created", status=decision.to_status, reason=decision.reason)
+        status = decisions[-1].to_status
+        deps.metrics.configs_created.labels(status).inc()
+        log.info("config_created", status=status, reason=" / ".join(d.reason for d in decisions))
         await deps.outbox.try_flush()
         return True
     finally:

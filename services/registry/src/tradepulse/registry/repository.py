@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +19,7 @@ from tradepulse.common.contracts.registry import (
     ConfigPromoted,
     ConfigStatus,
     ConfigView,
+    GateView,
     ListConfigs,
 )
 from tradepulse.common.contracts.training import JobCompleted
@@ -27,7 +28,7 @@ _VIEW_COLUMNS = """config_id, job_id, status, strategy, exchange, symbol, timefr
     optimizer, seed, objective, params::text AS params, metrics::text AS metrics, fingerprint,
     settings::text AS settings, snapshot, content_hash, window_begin, window_stop, trade_from,
     first_ms, last_ms, sampler, sampler_version, code_version, created_at,
-    validation::text AS validation"""
+    validation::text AS validation, walk_forward::text AS walk_forward, gates::text AS gates"""
 
 # Sort keys map onto fixed SQL; nothing the caller sends is ever spliced into a query.
 _SORT_SQL: Mapping[str, str] = {
@@ -88,6 +89,10 @@ def _view(row: asyncpg.Record, history: list[asyncpg.Record]) -> ConfigView:
             "code_version": row["code_version"],
             "created_at": row["created_at"].isoformat(),
             "validation": None if row["validation"] is None else json.loads(row["validation"]),
+            "walk_forward": None
+            if row["walk_forward"] is None
+            else json.loads(row["walk_forward"]),
+            "gates": None if row["gates"] is None else json.loads(row["gates"]),
             "history": [
                 {
                     "from_status": h["from_status"],
@@ -111,16 +116,22 @@ class Repository:
         config_id: str,
         job: JobCompleted,
         source_message_id: str,
-        seq: int,
-        promoted: ConfigPromoted,
+        changes: Sequence[ConfigPromoted],
         subject: str,
+        gates: Sequence[GateView] | None = None,
     ) -> bool:
-        """Store the job's configuration, its first status and the event announcing it, at once.
+        """Store the job's configuration, its status changes at birth (history entries 1, 2,
+        ...: its first status, then what its walk-forward gates decided) and the events
+        announcing them, at once; the configuration's status is the last change's.
 
         Returns False, writing nothing, when the job already has a configuration.
         """
-        at = datetime.fromisoformat(promoted.at)
+        if not changes:
+            raise ValueError("a configuration is born with at least one status")
+        promoted = changes[-1]
+        at = datetime.fromisoformat(changes[0].at)
         validation = job.validation
+        report = job.walk_forward
         async with self._pool.acquire() as conn, conn.transaction():
             created = await conn.fetchval(
                 """INSERT INTO registry.configs (
@@ -129,10 +140,10 @@ class Repository:
                     metrics, fingerprint, settings, snapshot, content_hash, window_begin,
                     window_stop, trade_from, first_ms, last_ms, sampler, sampler_version,
                     batch_size, code_version, source_message_id, created_at, updated_at,
-                    validation, dsr, pbo)
+                    validation, dsr, pbo, walk_forward, gates)
                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
                     $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $31,
-                    $32, $33, $34)
+                    $32, $33, $34, $35, $36)
                 ON CONFLICT (job_id) DO NOTHING
                 RETURNING true""",
                 config_id,
@@ -169,26 +180,30 @@ class Repository:
                 None if validation is None else validation.model_dump_json(),
                 None if validation is None else validation.dsr,
                 None if validation is None or validation.pbo is None else validation.pbo.pbo,
+                None if report is None else report.model_dump_json(),
+                None if gates is None else json.dumps([g.model_dump(mode="json") for g in gates]),
             )
             if not created:
                 return False
-            await conn.execute(
-                """INSERT INTO registry.status_history
-                   (config_id, seq, from_status, to_status, reason, at)
-                   VALUES ($1, $2, $3, $4, $5, $6)""",
-                config_id,
-                seq,
-                promoted.from_status,
-                promoted.to_status,
-                promoted.reason,
-                at,
-            )
-            await conn.execute(
-                "INSERT INTO registry.outbox (message_id, subject, payload) VALUES ($1, $2, $3)",
-                promoted.message_id,
-                subject,
-                promoted.to_bytes().decode(),
-            )
+            for seq, change in enumerate(changes, start=1):
+                await conn.execute(
+                    """INSERT INTO registry.status_history
+                       (config_id, seq, from_status, to_status, reason, at, actor)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+                    config_id,
+                    seq,
+                    change.from_status,
+                    change.to_status,
+                    change.reason,
+                    datetime.fromisoformat(change.at),
+                    change.actor,
+                )
+                await conn.execute(
+                    "INSERT INTO registry.outbox (message_id, subject, payload) VALUES ($1, $2, $3)",
+                    change.message_id,
+                    subject,
+                    change.to_bytes().decode(),
+                )
         return True
 
     async def get_config(

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tradepulse.common.contracts.training import (
+    MAX_FOLDS,
     DataWindow,
     TrialCompleted,
     TrialSpec,
@@ -26,7 +27,11 @@ SnapshotLoader = Callable[[str], Awaitable[bytes]]
 class DatasetCache:
     """Snapshots by name and prepared windows, least recently used first out."""
 
-    def __init__(self, load: SnapshotLoader, max_snapshots: int = 4, max_windows: int = 16) -> None:
+    # A walk-forward job of the most folds trains on MAX_FOLDS + 1 windows side by side; fewer
+    # slots would evict (and prepare again) a window for nearly every work item.
+    def __init__(
+        self, load: SnapshotLoader, max_snapshots: int = 4, max_windows: int = MAX_FOLDS + 4
+    ) -> None:
         self._load = load
         self._snapshots: OrderedDict[str, Candles] = OrderedDict()
         self._windows: OrderedDict[tuple[str, str, int, int], tuple[Candles, Any]] = OrderedDict()

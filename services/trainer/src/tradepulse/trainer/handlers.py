@@ -24,10 +24,11 @@ from tradepulse.common.contracts.training import (
 )
 from tradepulse.common.logging import get_logger
 from tradepulse.quant import QuantError, get_strategy, last_window, range_window
-from tradepulse.trainer import plan
+from tradepulse.trainer import folds, plan
 from tradepulse.trainer.deps import Deps
 from tradepulse.trainer.errors import JobError, JobHeldElsewhereError
 from tradepulse.trainer.optimizer import SamplerSpec
+from tradepulse.trainer.ports import EvaluatedTrial
 from tradepulse.trainer.study import StudyRunner, StudySpec
 from tradepulse.trainer.validation import record_report
 
@@ -99,6 +100,8 @@ async def hold_job(
         batch_size=batch_size,
         window=window,
     )
+    if request.walk_forward is not None:
+        return await hold_walk_forward(request, window, sampler, deps, cancel)
     n = request.n_iterations
     spec = StudySpec(request=request, window=window, sampler=sampler, seed=request.seed, n=n)
     try:
@@ -139,6 +142,83 @@ async def complete_job(
             job_id, f"none of the {n} trials produced a usable {request.objective}{example}", deps
         )
     await record_report(deps.store, deps.cache, request, window, best.number)
+    await deps.store.finish(job_id, "completed")
+    await publish_terminal(job_id, deps)
+    return "completed"
+
+
+async def hold_walk_forward(
+    request: TrainingRequested,
+    window: DataWindow,
+    sampler: SamplerSpec,
+    deps: Deps,
+    cancel: asyncio.Event,
+) -> str:
+    """Run (or resume) a walk-forward job's K + 1 optimizations side by side (folds.py), then
+    complete it with its report; its final status."""
+    job_id = request.job_id
+    space = get_strategy(request.strategy).space
+    try:
+        fold_plan = folds.fold_plan(request, window, await deps.cache.history(window.snapshot))
+    except QuantError as exc:
+        return await finish_failed(job_id, str(exc), deps)
+    rows = await deps.store.stored_trials(job_id)
+    async with folds.mirrored(cancel) as stop:
+        try:
+            studies = [
+                await StudyRunner.open(spec, space, rows, deps, stop)
+                for spec in folds.fold_specs(fold_plan, sampler)
+            ]
+        except JobError as exc:
+            return await finish_failed(job_id, str(exc), deps)
+        log.info(
+            "walk-forward job held",
+            job_id=job_id,
+            folds=fold_plan.layout.folds,
+            resumed_from=[s.resumed_from for s in studies],
+        )
+        progress = folds.FoldProgress(request, studies, deps)
+        results = await folds.run_studies(studies, progress, stop)
+    if results is None:
+        return await finish_cancelled(job_id, deps)
+    # Resumed with every trial stored, no batch was told: the count and best are recorded here.
+    await progress.record()
+    return await complete_walk_forward(fold_plan, results, deps)
+
+
+async def complete_walk_forward(
+    fold_plan: folds.FoldPlan, results: list[dict[int, TrialCompleted]], deps: Deps
+) -> str:
+    """Every optimization of a walk-forward job is over: store its report and the final
+    optimization's validation report, then complete it; failed when the final optimization
+    (the configuration) has no usable trial."""
+    request = fold_plan.request
+    job_id = request.job_id
+    numbers = folds.fold_bests(fold_plan, results)
+    final = numbers[-1]
+    if final is None:
+        n = request.n_iterations
+        return await finish_failed(
+            job_id,
+            f"none of the {n} trials of the final optimization produced a usable "
+            f"{request.objective}",
+            deps,
+        )
+    stored = await deps.store.trials_in(job_id, [k for k in numbers if k is not None])
+    evaluated = await deps.store.evaluated_trials(job_id)
+    by_fold: list[list[EvaluatedTrial]] = [[] for _ in numbers]
+    for t in evaluated:
+        by_fold[folds.fold_of(t.number, request.n_iterations)].append(t)
+    prepared = [(await deps.cache.window(request.strategy, w))[1] for w in fold_plan.train_windows]
+    data = folds.FoldData(
+        bests=[stored[k] if k is not None else None for k in numbers],
+        evaluated=by_fold,
+        prepared=prepared,
+    )
+    report, final_validation = await asyncio.to_thread(folds.build_report, fold_plan, data)
+    await deps.store.store_validation(job_id, final_validation)
+    await deps.store.store_walk_forward(job_id, report)
+    log.info("walk-forward report stored", job_id=job_id, wfe=report.wfe, oos_psr=report.oos.psr)
     await deps.store.finish(job_id, "completed")
     await publish_terminal(job_id, deps)
     return "completed"
@@ -268,5 +348,6 @@ async def publish_terminal(job_id: str, deps: Deps) -> None:
             batch_size=job.batch_size,
             code_version=deps.code_version,
             validation=job.validation,
+            walk_forward=job.walk_forward,
         )
     )

@@ -25,6 +25,7 @@ from tradepulse.common.contracts.training import (
     TrialCompleted,
     TrialWork,
     ValidationReport,
+    WalkForwardReport,
 )
 
 JobEvent = JobProgress | JobCompleted | JobFailed | JobCancelled
@@ -32,7 +33,8 @@ JobEvent = JobProgress | JobCompleted | JobFailed | JobCancelled
 
 @dataclass(frozen=True)
 class JobRow:
-    """A job as stored. `holder`/`lease_until`: the replica running it and until when its
+    """A job as stored (`n_iterations`: every trial of the job, all its optimizations).
+    `holder`/`lease_until`: the replica running it and until when its
     lease holds (both None when no replica does); `data_window` is fixed at the first hold."""
 
     job_id: str
@@ -55,6 +57,7 @@ class JobRow:
     started_at: datetime | None
     finished_at: datetime | None
     validation: ValidationReport | None = None
+    walk_forward: WalkForwardReport | None = None
 
 
 @dataclass(frozen=True)
@@ -160,9 +163,10 @@ class JobStore(Protocol):
     async def cancel_requested(self, job_id: str) -> bool: ...
 
     async def list_trials(
-        self, job_id: str, limit: int, offset: int
+        self, job_id: str, limit: int, offset: int, numbers: range | None = None
     ) -> tuple[int, list[StoredTrial]]:
-        """A page of the job's trials by number, with the total."""
+        """A page of the job's trials by number (only those in `numbers`, a step-1 range,
+        when given), with the total of those."""
 
     async def list_jobs(
         self, status: str | None, symbol: str | None, strategy: str | None, limit: int, offset: int
@@ -177,6 +181,10 @@ class JobStore(Protocol):
 
     async def store_validation(self, job_id: str, report: ValidationReport) -> None:
         """Record a running job's report (a job in any other status is left as it is)."""
+        ...
+
+    async def store_walk_forward(self, job_id: str, report: WalkForwardReport) -> None:
+        """Record a running job's walk-forward report (any other status: left as it is)."""
         ...
 
     async def ensemble_jobs(self, ensemble_id: str) -> list[EnsembleJob]:

@@ -60,8 +60,17 @@ async def get_ensemble(request: GetEnsemble, deps: Deps) -> EnsembleReply:
 
 
 async def list_trials(request: ListTrials, deps: Deps) -> TrialsReply:
-    total, trials = await deps.store.list_trials(request.job_id, request.limit, request.offset)
-    return TrialsReply(job_id=request.job_id, total=total, trials=[trial_view(t) for t in trials])
+    """A page of the job's trials, or of one optimization's (`fold`: walk-forward fold i has
+    trials `[i*n, (i+1)*n)`, the final optimization is fold K)."""
+    job = await deps.store.get_job(request.job_id)
+    n = job.request.n_iterations if job is not None else 1
+    numbers = None if request.fold is None else range(request.fold * n, (request.fold + 1) * n)
+    total, trials = await deps.store.list_trials(
+        request.job_id, request.limit, request.offset, numbers
+    )
+    return TrialsReply(
+        job_id=request.job_id, total=total, trials=[trial_view(t, n) for t in trials]
+    )
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -95,12 +104,14 @@ async def job_view(job_id: str, deps: Deps) -> JobView | None:
         started_at=_iso(job.started_at),
         finished_at=_iso(job.finished_at),
         validation=job.validation,
+        walk_forward=job.walk_forward,
     )
 
 
-def trial_view(t: StoredTrial) -> TrialView:
+def trial_view(t: StoredTrial, n_iterations: int) -> TrialView:
     return TrialView(
         number=t.number,
+        fold=t.number // n_iterations,
         params=t.params,
         state=t.state,
         value=t.value,

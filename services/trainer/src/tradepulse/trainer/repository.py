@@ -19,13 +19,14 @@ from tradepulse.common.contracts.training import (
     TrainingRequested,
     TrialCompleted,
     ValidationReport,
+    WalkForwardReport,
 )
 from tradepulse.common.db.pool import retrying
 from tradepulse.trainer.ports import EnsembleJob, EvaluatedTrial, JobRow, StoredTrial
 
 _JOB_COLUMNS = """job_id, request, status, progress, trials_done, n_iterations, best_trial,
     best_value, error, sampler, sampler_version, batch_size, data_window, holder, lease_until,
-    cancel_requested, created_at, started_at, finished_at, validation"""
+    cancel_requested, created_at, started_at, finished_at, validation, walk_forward"""
 _TRIAL_COLUMNS = """number, params, state, value, metrics, fingerprint, duration_ms, replica,
     reason, system_attrs, block_sums"""
 
@@ -42,6 +43,8 @@ def _job(row: asyncpg.Record) -> JobRow:
     fields["data_window"] = DataWindow.model_validate(window) if window else None
     report = fields["validation"]
     fields["validation"] = ValidationReport.model_validate(report) if report else None
+    wf = fields["walk_forward"]
+    fields["walk_forward"] = WalkForwardReport.model_validate(wf) if wf else None
     return JobRow(**fields)
 
 
@@ -77,7 +80,7 @@ class TrainingRepository:
                VALUES ($1, $2, 'queued', $3) ON CONFLICT (job_id) DO NOTHING""",
             request.job_id,
             request.model_dump(mode="json"),
-            request.n_iterations,
+            request.total_trials,
         )
         row = await self.get_job(request.job_id)
         assert row is not None
@@ -260,15 +263,21 @@ class TrainingRepository:
         return bool(row and row["cancel_requested"])
 
     async def list_trials(
-        self, job_id: str, limit: int, offset: int
+        self, job_id: str, limit: int, offset: int, numbers: range | None = None
     ) -> tuple[int, list[StoredTrial]]:
+        low, high = (numbers.start, numbers.stop) if numbers is not None else (None, None)
+        where = (
+            "job_id = $1 AND ($2::int IS NULL OR number >= $2) AND ($3::int IS NULL OR number < $3)"
+        )
         total_row = await self._fetchrow(
-            "SELECT count(*) AS n FROM training.trials WHERE job_id = $1", job_id
+            f"SELECT count(*) AS n FROM training.trials WHERE {where}", job_id, low, high
         )
         rows = await self._fetch(
             f"""SELECT {_TRIAL_COLUMNS}
-                FROM training.trials WHERE job_id = $1 ORDER BY number LIMIT $2 OFFSET $3""",
+                FROM training.trials WHERE {where} ORDER BY number LIMIT $4 OFFSET $5""",
             job_id,
+            low,
+            high,
             limit,
             offset,
         )
@@ -320,6 +329,15 @@ class TrainingRepository:
         replica that takes over and stores it again changes nothing."""
         await self._execute(
             """UPDATE training.jobs SET validation = $2, updated_at = now()
+               WHERE job_id = $1 AND status = 'running'""",
+            job_id,
+            report.model_dump(mode="json"),
+        )
+
+    async def store_walk_forward(self, job_id: str, report: WalkForwardReport) -> None:
+        """Record a running job's walk-forward report (the same job always gets the same)."""
+        await self._execute(
+            """UPDATE training.jobs SET walk_forward = $2, updated_at = now()
                WHERE job_id = $1 AND status = 'running'""",
             job_id,
             report.model_dump(mode="json"),

@@ -61,13 +61,14 @@ def trial_block_sums(result: BacktestResult, blocks: int) -> list[float] | None:
 
 def assemble_report(
     trials: Sequence[EvaluatedTrial],
-    selected_trial: int,
+    selected_trial: int | None,
     selected_returns: Sequence[float] | Any,
     *,
     ppy: float,
     blocks: int,
 ) -> ValidationReport:
-    """The job's report from its evaluated trials (any order) and the selected trial's returns.
+    """The job's report from its evaluated trials (any order) and the selected trial's returns
+    (`selected_trial` None: the optimization had no usable trial, sections 1-2 are null).
 
     A trial's per-bar Sharpe is its stored `sharpe_ratio / sqrt(ppy)` (spec section 0), so
     the report agrees to the bit with the trials the API lists. Readings chosen here: when an
@@ -89,7 +90,11 @@ def assemble_report(
         )
         for t in trials
     ]
-    judged = selected_trial if any(t.number == selected_trial for t in trials) else None
+    judged = (
+        selected_trial
+        if selected_trial is not None and any(t.number == selected_trial for t in trials)
+        else None
+    )
     report = validation_report(report_trials, judged, selected_returns, ppy=ppy, blocks=blocks)
     if not complete:
         report["pbo"] = None

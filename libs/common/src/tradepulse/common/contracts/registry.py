@@ -14,6 +14,7 @@ from tradepulse.common.contracts.training import (
     MetricValues,
     ParamValues,
     ValidationReport,
+    WalkForwardReport,
 )
 
 ConfigStatus = Literal["DISCOVERY", "CANDIDATE", "PAPER", "LIVE", "RETIRED"]
@@ -91,6 +92,17 @@ class ChangeStatusReply(Message):
     allowed: list[ConfigStatus] = Field(default_factory=list)
 
 
+class GateView(Contract):
+    """One lifecycle gate (validation spec section 5): `value <comparison> threshold`; a null
+    value fails."""
+
+    name: str
+    value: float | None
+    comparison: Literal[">=", ">", "<="]
+    threshold: float
+    passed: bool
+
+
 class ConfigView(Contract):
     config_id: str
     job_id: str
@@ -112,6 +124,10 @@ class ConfigView(Contract):
     created_at: str
     history: list[StatusChange] = Field(default_factory=list)
     validation: ValidationReport | None = None
+    walk_forward: WalkForwardReport | None = None
+    gates: list[GateView] | None = Field(
+        default=None, description="a walk-forward job's lifecycle gates; null for a plain job"
+    )
 
 
 class ListConfigs(Message):

@@ -76,6 +76,20 @@ class BacktestSettingsModel(Contract):
     max_leverage: float = setting_field("max_leverage")
 
 
+WalkForwardMode = Literal["rolling", "anchored"]
+MAX_FOLDS = 20
+MAX_IS_OOS_RATIO = 20
+
+
+class WalkForward(Contract):
+    """A walk-forward job's layout (validation spec section 3): `folds` K, `mode`, and
+    `is_oos_ratio` rho, the first training span's length in test spans (at least)."""
+
+    folds: int = Field(default=5, ge=2, le=MAX_FOLDS, strict=True)
+    mode: WalkForwardMode = "rolling"
+    is_oos_ratio: int = Field(default=4, ge=1, le=MAX_IS_OOS_RATIO, strict=True)
+
+
 class TrainingRequested(Message):
     """Run an optimization: `n_iterations` trials of `strategy` on one dataset window.
 
@@ -114,6 +128,20 @@ class TrainingRequested(Message):
         allow_inf_nan=False,
         description="an ensemble converges when every parameter's dispersion is at most this",
     )
+    walk_forward: WalkForward | None = Field(
+        default=None,
+        description="run the job as K fold optimizations and a final one (validation spec 3)",
+    )
+
+    @property
+    def optimizations(self) -> int:
+        """How many optimizations the job runs: 1, or a walk-forward job's K folds + final."""
+        return 1 if self.walk_forward is None else self.walk_forward.folds + 1
+
+    @property
+    def total_trials(self) -> int:
+        """Every trial of the job: `n_iterations` per optimization."""
+        return self.n_iterations * self.optimizations
 
     @field_validator("pbo_blocks")
     @classmethod
@@ -266,6 +294,75 @@ class ValidationReport(Contract):
     pbo: PboReport | None
 
 
+class BarSpan(Contract):
+    """Bars `first_bar..last_bar` (inclusive) as row numbers of the dataset snapshot, with
+    their open times (ms)."""
+
+    first_bar: int = Field(ge=0)
+    last_bar: int = Field(ge=0)
+    bars: int = Field(ge=1)
+    first_ms: int
+    last_ms: int
+
+
+class FoldResult(Contract):
+    """One fold of a walk-forward job: its training optimization's best (null when it had no
+    usable trial) and that trial's test over the next span, from the carried capital `C_i`.
+
+    `flat_reason` says why a fold traded nothing in its test span (no usable trial, no
+    capital left); `test_metrics` are null only when `C_i <= 0`."""
+
+    fold: int = Field(ge=0)
+    train: BarSpan
+    test: BarSpan
+    best_trial: int | None
+    best_value: float | None
+    params: ParamValues | None
+    train_metrics: MetricValues | None
+    initial_capital: float
+    final_capital: float
+    test_metrics: MetricValues | None
+    test_trades: int = Field(ge=0)
+    flat_reason: str | None
+    efficiency: float | None
+    validation: ValidationReport
+
+
+class FinalOptimization(Contract):
+    """The final optimization (fold K): its best trial is the job's configuration."""
+
+    fold: int = Field(ge=0)
+    span: BarSpan
+    best_trial: int | None
+    validation: ValidationReport
+
+
+class OutOfSample(Contract):
+    """The stitched test spans: LS section 6 metrics from the job's initial capital, `psr` its
+    PSR(0), `fingerprint` the canonical hash of its trades and metrics."""
+
+    span: BarSpan
+    metrics: MetricValues
+    psr: float | None = Field(ge=0, le=1)
+    fingerprint: str
+
+
+class WalkForwardReport(Contract):
+    """A walk-forward job's report (validation spec section 3). Trial numbers: fold i's
+    optimization (i = K: the final one) has trials `[i*n, (i+1)*n)` for n = n_iterations."""
+
+    folds: int
+    mode: WalkForwardMode
+    is_oos_ratio: int
+    train_bars: int
+    test_bars: int
+    fold_results: list[FoldResult]
+    final: FinalOptimization
+    oos: OutOfSample
+    wfe: float | None
+    dispersion: dict[str, float | None]
+
+
 class JobCompleted(Message):
     """A finished job with its best configuration: what the registry turns into a config."""
 
@@ -289,6 +386,7 @@ class JobCompleted(Message):
     batch_size: int
     code_version: str
     validation: ValidationReport | None = None
+    walk_forward: WalkForwardReport | None = None
 
 
 class JobFailed(Message):
@@ -336,6 +434,9 @@ class JobView(Contract):
     validation: ValidationReport | None = Field(
         default=None, description="the overfitting statistics of a completed job"
     )
+    walk_forward: WalkForwardReport | None = Field(
+        default=None, description="a completed walk-forward job's folds and out-of-sample record"
+    )
 
 
 class JobReply(Message):
@@ -362,10 +463,16 @@ class ListTrials(Message):
     job_id: str
     limit: int = Field(default=100, ge=1, le=250)
     offset: int = Field(default=0, ge=0)
+    fold: int | None = Field(
+        default=None, ge=0, le=MAX_FOLDS, description="one optimization of a walk-forward job"
+    )
 
 
 class TrialView(Contract):
     number: int
+    fold: int = Field(
+        default=0, ge=0, description="its optimization: number // n_iterations (0: a plain job)"
+    )
     params: ParamValues
     state: str
     value: float | None

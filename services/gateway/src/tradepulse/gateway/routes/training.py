@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
 from tradepulse.common.contracts.training import (
+    MAX_FOLDS,
     JobsReply,
     JobStatus,
     JobView,
@@ -184,6 +185,15 @@ async def list_trials(
     _: ReadKeyDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    fold: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=MAX_FOLDS,
+            description="a walk-forward job's optimization i (the final one is fold K): its "
+            "trials are numbers i*n_iterations .. (i+1)*n_iterations - 1",
+        ),
+    ] = None,
 ) -> TrialsPage:
     if not jobs.JOB_ID.match(job_id):
         raise NotFoundError(f"no job {job_id!r}")
@@ -191,7 +201,7 @@ async def list_trials(
     async def page(start: int, count: int) -> tuple[int, list[TrialView]]:
         reply = await gw.backend.request(
             gw.names.list_trials,
-            ListTrials(job_id=job_id, limit=count, offset=start),
+            ListTrials(job_id=job_id, limit=count, offset=start, fold=fold),
             TrialsReply,
             service="trainer",
         )

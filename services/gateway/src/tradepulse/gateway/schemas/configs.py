@@ -12,8 +12,10 @@ from tradepulse.common.contracts.registry import (
     REGISTRY_ACTOR,
     ConfigStatus,
     ConfigView,
+    GateView,
     StatusRefusal,
 )
+from tradepulse.common.contracts.training import WalkForwardReport
 from tradepulse.gateway.schemas.common import Body, iso_ms
 from tradepulse.gateway.schemas.validation import ValidationOut, validation_out
 
@@ -109,6 +111,13 @@ class ConfigOut(BaseModel):
     validation: ValidationOut | None = Field(
         default=None, description="the overfitting statistics of the job that made it"
     )
+    walk_forward: WalkForwardReport | None = Field(
+        default=None, description="the walk-forward report of the job that made it"
+    )
+    gates: list[GateView] | None = Field(
+        default=None,
+        description="the lifecycle gates (value, threshold, verdict); null for a plain job",
+    )
 
 
 def config_out(view: ConfigView) -> ConfigOut:
@@ -144,6 +153,8 @@ def config_out(view: ConfigView) -> ConfigOut:
         ),
         history=[StatusChangeOut(**h.model_dump()) for h in view.history],
         validation=validation_out(view.validation),
+        walk_forward=view.walk_forward,
+        gates=view.gates,
     )
 
 

@@ -25,6 +25,8 @@ from tradepulse.common.contracts.training import (
     Regime,
     TrainingRequested,
     TrialView,
+    WalkForward,
+    WalkForwardReport,
     setting_field,
 )
 from tradepulse.gateway.schemas.common import (
@@ -84,6 +86,12 @@ class TrainingBody(Body):
             description="S, the blocks of the PBO's combinatorial splits: even, 2..16",
         ),
     ] = MAX_PBO_BLOCKS
+    walk_forward: WalkForward | None = Field(
+        default=None,
+        description="run K fold optimizations and a final one, each of n_iterations trials, and "
+        "test each fold's best on the span after it (validation spec section 3)",
+        examples=[{"folds": 5, "mode": "rolling", "is_oos_ratio": 4}],
+    )
 
     @field_validator("pbo_blocks")
     @classmethod
@@ -138,6 +146,7 @@ class TrainingBody(Body):
             ensemble_id=ensemble_id,
             ensemble_size=ensemble_size,
             max_dispersion=max_dispersion,
+            walk_forward=self.walk_forward,
         )
 
 
@@ -222,6 +231,13 @@ class JobOut(BaseModel):
     validation: ValidationOut | None = Field(
         default=None, description="the overfitting statistics, once the job has completed"
     )
+    walk_forward: WalkForwardReport | None = Field(
+        default=None,
+        description="a walk-forward job's layout (as asked) and, once completed, its report",
+    )
+    walk_forward_request: WalkForward | None = Field(
+        default=None, description="the walk-forward layout asked for (null: a plain job)"
+    )
 
 
 def _duration(started: str | None, finished: str | None) -> float | None:
@@ -274,6 +290,8 @@ def job_out(view: JobView, config_id: str | None = None) -> JobOut:
         finished_at=view.finished_at,
         duration_s=_duration(view.started_at, view.finished_at),
         validation=validation_out(view.validation),
+        walk_forward=view.walk_forward,
+        walk_forward_request=request.walk_forward,
     )
 
 
@@ -284,7 +302,7 @@ def queued_view(request: TrainingRequested, created_at: str) -> JobView:
         status="queued",
         progress=0.0,
         trials_done=0,
-        n_iterations=request.n_iterations,
+        n_iterations=request.total_trials,
         request=request,
         best_value=None,
         best_trial=None,
@@ -309,6 +327,9 @@ class JobsPage(BaseModel):
 
 class TrialOut(BaseModel):
     number: int
+    fold: int = Field(
+        default=0, description="a walk-forward job's optimization: number // n_iterations"
+    )
     params: dict[str, float | int]
     state: str
     value: float | None
