@@ -93,6 +93,8 @@ async def main(data: Path, repeat: int) -> int:
         "DATABASE_URL": dsn,
         "TP_NAMESPACE": names.prefix,
         "LOG_JSON": "1",
+        # Ingest reads server paths only inside its roots.
+        "INGEST_FILE_ROOT": str(data.parent),
     }
     with log_path.open("wb") as log:
         proc = await asyncio.create_subprocess_exec(

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -38,6 +40,8 @@ from tradepulse.common.contracts.training import (
     TrialView,
 )
 
+from ..conftest import SHARED_DATA
+
 BTC = DatasetKey(exchange="binance", symbol="BTC/USDT", timeframe="5m")
 
 
@@ -63,7 +67,11 @@ async def running_system(
     environment: Mapping[str, Mapping[str, str]] | None = None,
 ) -> AsyncIterator[System]:
     """`environment` adds variables per service, e.g. {"gateway": {"GATEWAY_PORT": ...}}."""
-    extra = environment or {}
+    extra = {s: dict(v) for s, v in (environment or {}).items()}
+    # Ingest reads server paths only inside its roots: the tests' files and the shared data.
+    extra.setdefault("ingest", {}).setdefault(
+        "INGEST_FILE_ROOT", os.pathsep.join([tempfile.gettempdir(), str(SHARED_DATA)])
+    )
     specs = [
         ServiceSpec(
             s, replicas=trainers if s == "trainer" else 1, environment=dict(extra.get(s, {}))

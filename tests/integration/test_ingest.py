@@ -11,8 +11,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import signal
 import sys
+import tempfile
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -50,12 +53,18 @@ from tradepulse.ingest.settings import IngestSettings
 from tradepulse.ingest.snapshots import NatsSnapshotStore, NatsUploadStore
 from tradepulse.quant import Candles, load_candles
 
+from ..conftest import SHARED_DATA
 from .conftest import Env
 
 BTC = DatasetKey(exchange="binance", symbol="BTC/USDT", timeframe="5m")
 FIVE_MINUTES_MS = 300_000
 SHARED_ROWS = 315_632
-TEST_SETTINGS = {"INGEST_EXCHANGE_BACKOFF_S": "0.01", "INGEST_EXCHANGE_ATTEMPTS": "3"}
+TEST_SETTINGS = {
+    "INGEST_EXCHANGE_BACKOFF_S": "0.01",
+    "INGEST_EXCHANGE_ATTEMPTS": "3",
+    # The tests' files (pytest's temporary folders) and the shared data.
+    "INGEST_FILE_ROOT": os.pathsep.join([tempfile.gettempdir(), str(SHARED_DATA)]),
+}
 
 
 # --- the stand-in exchange --------------------------------------------------------------------
@@ -591,7 +600,7 @@ async def test_the_merged_dataset_is_validated_and_a_refusal_changes_nothing(
         IngestRequested(request_id="d", dataset=BTC, source="file", path="data/btc.csv"), deps
     )
     assert isinstance(event, IngestFailed)
-    assert "must be absolute" in event.reason
+    assert event.reason == "no candle file 'data/btc.csv' in the folders imports may read"
     assert await _count(db, "candles") == 100
 
 
@@ -655,7 +664,8 @@ async def test_an_uploaded_file_is_ingested_like_a_file(
         IngestRequested(request_id="up3", dataset=BTC, source="upload", path="u2/bad.csv"), deps
     )
     assert isinstance(bad, IngestFailed)
-    assert bad.reason.startswith("u2/bad.csv, line 1: header lacks column(s) volume")
+    # The client's file name, not the object it was stored as.
+    assert bad.reason.startswith("bad.csv, line 1: header lacks column(s) volume")
     with pytest.raises(ObjectNotFoundError):
         await store.get_info("u2/bad.csv")
     redelivered = await handlers.ingest(
@@ -670,3 +680,69 @@ async def test_an_uploaded_file_is_ingested_like_a_file(
     assert (status.succeeded, status.failed) == (None, bad)
     status = await handlers.ingest_status(GetIngest(request_id="never-sent"), deps)
     assert (status.succeeded, status.failed) == (None, None)
+
+
+async def test_server_paths_outside_the_root_missing_or_impossible_are_refused_alike(
+    deps: handlers.Deps, db: asyncpg.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "imports"
+    root.mkdir()
+    (tmp_path / "secret.csv").write_text("timestamp,open,high,low,close,volume\nhunter2\n")
+    (root / "link.csv").symlink_to(tmp_path / "secret.csv")
+    monkeypatch.setenv("INGEST_FILE_ROOT", str(root))
+    confined = dataclasses.replace(deps, settings=IngestSettings())
+    reasons = {}
+    for i, path in enumerate(
+        ["/etc/shadow", "/etc/passwd", "/nonexistent/x.csv", "../secret.csv", "link.csv"]
+    ):
+        event = await handlers.ingest(
+            IngestRequested(request_id=f"p{i}", dataset=BTC, source="file", path=path), confined
+        )
+        assert isinstance(event, IngestFailed)
+        reasons[path] = event.reason
+    # Existing, missing, outside or a link leading out: one answer, nothing of the file.
+    assert reasons == {p: f"no candle file {p!r} in the folders imports may read" for p in reasons}
+    for i, path in enumerate(["bad\x00.csv", "a" * 4096 + ".csv", "x/" * 2100 + "y.csv"]):
+        # Refused at once (a refusal, not an exception that would be delivered again).
+        event = await handlers.ingest(
+            IngestRequested(request_id=f"i{i}", dataset=BTC, source="file", path=path), confined
+        )
+        assert isinstance(event, IngestFailed)
+        assert event.reason.startswith("path is not a possible file name"), event.reason
+    monkeypatch.delenv("INGEST_FILE_ROOT")
+    closed = dataclasses.replace(deps, settings=IngestSettings())
+    event = await handlers.ingest(
+        IngestRequested(request_id="nr", dataset=BTC, source="file", path="/etc/passwd"), closed
+    )
+    assert isinstance(event, IngestFailed)
+    assert event.reason.startswith("imports by server path are off")
+    assert await _count(db, "candles") == 0
+
+
+async def test_an_uploaded_bomb_is_refused_naming_the_limit_and_its_setting(
+    deps: handlers.Deps,
+    bus: NatsClient,
+    env: Env,
+    db: asyncpg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("INGEST_MAX_DECOMPRESSED_BYTES", str(8 * 1024 * 1024))
+    limited = dataclasses.replace(deps, settings=IngestSettings())
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    rows = "".join(f"{1640995200000 + i * 300_000},1,1,1,1,1\n" for i in range(400_000))
+    bomb = packer.compress(b"timestamp,open,high,low,close,volume\n" + rows.encode())
+    bomb += packer.flush()
+    store = await bus.jetstream().object_store(env.names.uploads_bucket)
+    await store.put("0a1b2c/btc.csv.gz", bomb)
+    event = await handlers.ingest(
+        IngestRequested(request_id="bomb", dataset=BTC, source="upload", path="0a1b2c/btc.csv.gz"),
+        limited,
+    )
+    assert isinstance(event, IngestFailed)
+    assert event.reason == (
+        "btc.csv.gz: the file holds more than 8388608 bytes of text once decompressed, more "
+        "than one import may read; split it (limit: INGEST_MAX_DECOMPRESSED_BYTES)"
+    )
+    assert "tradepulse-upload-" not in event.reason
+    assert "/tmp" not in event.reason
+    assert await _count(db, "candles") == 0

@@ -316,7 +316,7 @@ def _without(name: str) -> dict[str, Any]:
 P = json.dumps(PARAMS)
 BAD_INPUT = [
     pytest.param(["--data", "{nofile}", "--params", P], r"nowhere\.csv: no such file", id="missing file"),
-    pytest.param(["--data", "{bad}", "--params", P], r"bad\.csv, line 5: high 'abc' is not a number", id="bad csv row"),
+    pytest.param(["--data", "{bad}", "--params", P], r"bad\.csv, line 5: high is not a number", id="bad csv row"),
     pytest.param(["--data", "{data}", "--params", json.dumps({**PARAMS, "foo": 1})], r"--params: foo: unknown parameter", id="unknown parameter"),
     pytest.param(["--data", "{data}", "--params", json.dumps({**PARAMS, "key_level_lookback": "100"})], r"key_level_lookback: must be an integer, got '100'", id="string for int"),
     pytest.param(["--data", "{data}", "--params", json.dumps({**PARAMS, "max_holding_periods": 1.5})], r"max_holding_periods: must be an integer, got 1\.5", id="float for int"),

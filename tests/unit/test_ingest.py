@@ -13,6 +13,7 @@ from tradepulse.ingest.datasets import snapshot_name
 from tradepulse.ingest.exchange import plan_range
 from tradepulse.ingest.files import resolve
 from tradepulse.ingest.repository import COLUMNS, decode_copy, encode_copy
+from tradepulse.ingest.settings import IngestSettings
 from tradepulse.quant import Candles
 
 TF = 300_000
@@ -78,12 +79,47 @@ def test_the_binary_copy_codec_round_trips_exactly() -> None:
         decode_copy(encode_copy(candles)[:-3])
 
 
-def test_file_paths_stay_inside_the_root_when_one_is_set(tmp_path: Path) -> None:
-    assert resolve("/data/btc.csv", None) == Path("/data/btc.csv")
-    with pytest.raises(InvalidRequestError, match="absolute"):
-        resolve("btc.csv", None)
-    assert resolve("sub/btc.csv", tmp_path) == tmp_path.resolve() / "sub" / "btc.csv"
-    with pytest.raises(InvalidRequestError, match="outside"):
-        resolve("../elsewhere.csv", tmp_path)
-    with pytest.raises(InvalidRequestError, match="outside"):
-        resolve("/etc/passwd", tmp_path)
+def test_file_paths_stay_inside_the_roots(tmp_path: Path) -> None:
+    first, second = tmp_path / "imports", tmp_path / "shared"
+    (first / "sub").mkdir(parents=True)
+    second.mkdir()
+    (first / "sub" / "btc.csv").write_text("x")
+    (second / "eth.csv").write_text("x")
+    roots = (first, second)
+    assert resolve("sub/btc.csv", roots) == first.resolve() / "sub" / "btc.csv"
+    assert resolve(str(second / "eth.csv"), roots) == second.resolve() / "eth.csv"
+    assert resolve("eth.csv", roots) == second.resolve() / "eth.csv"
+    for outside in ("../elsewhere.csv", "/etc/passwd", "nothing.csv", "sub"):
+        with pytest.raises(InvalidRequestError) as err:
+            resolve(outside, roots)
+        assert str(err.value) == f"no candle file {outside!r} in the folders imports may read"
+
+
+def test_without_a_root_no_server_path_is_read() -> None:
+    with pytest.raises(InvalidRequestError, match="imports by server path are off"):
+        resolve("/etc/passwd", ())
+
+
+def test_a_link_is_followed_before_the_root_is_checked(tmp_path: Path) -> None:
+    root = tmp_path / "imports"
+    root.mkdir()
+    (tmp_path / "outside.csv").write_text("x")
+    (root / "in.csv").symlink_to(tmp_path / "outside.csv")
+    (root / "loop.csv").symlink_to(root / "loop.csv")
+    for name in ("in.csv", "loop.csv"):
+        with pytest.raises(InvalidRequestError, match="no candle file"):
+            resolve(name, (root,))
+
+
+@pytest.mark.parametrize("path", ["a\x00b.csv", "n" * 256 + ".csv", "d/" * 2048 + "x.csv"])
+def test_impossible_paths_are_invalid_at_once(tmp_path: Path, path: str) -> None:
+    with pytest.raises(InvalidRequestError, match="not a possible file name"):
+        resolve(path, (tmp_path,))
+
+
+def test_file_roots_are_a_colon_separated_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INGEST_FILE_ROOT", "/srv/imports:/srv/shared:")
+    assert IngestSettings().file_roots() == (Path("/srv/imports"), Path("/srv/shared"))
+    monkeypatch.delenv("INGEST_FILE_ROOT")
+    assert IngestSettings().file_roots() == ()
+    assert IngestSettings().load_limits().max_rows == 50_000_000

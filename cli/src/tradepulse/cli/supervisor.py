@@ -573,6 +573,7 @@ class System:
     def _environment(self, proc: Supervised) -> dict[str, str]:
         return {
             **os.environ,
+            "INGEST_FILE_ROOT": os.environ.get("INGEST_FILE_ROOT") or self._import_roots(),
             "NATS_URL": self.nats_url,
             "DATABASE_URL": self.database_url,
             "TP_NAMESPACE": self.names.prefix,
@@ -582,6 +583,21 @@ class System:
             "PYTHONUNBUFFERED": "1",
             **proc.environment,
         }
+
+    def _import_roots(self) -> str:
+        """Where ingest may read files named by a server path when INGEST_FILE_ROOT is unset:
+        `<data-dir>/imports` and the project's shared data folder (`shared/data` beside the
+        current folder or one above it, where the demo's candles are), nowhere else."""
+        imports = self.data_dir / "imports"
+        imports.mkdir(mode=0o700, exist_ok=True)
+        roots = [imports]
+        here = Path.cwd().resolve()
+        for folder in (here, here.parent):
+            shared = folder / "shared" / "data"
+            if shared.is_dir():
+                roots.append(shared)
+                break
+        return ":".join(str(r) for r in roots)
 
     async def _spawn(self, proc: Supervised) -> None:
         self._taken_ports.discard(proc.metrics_port)

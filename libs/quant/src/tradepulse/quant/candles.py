@@ -13,6 +13,8 @@ import hashlib
 import io
 import math
 import re
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -230,6 +232,48 @@ def _where(row: int, source: str, first_line: int | None) -> str:
     )
 
 
+def _first_bad(
+    t: IntArray,
+    o: FloatArray,
+    h: FloatArray,
+    lo: FloatArray,
+    c: FloatArray,
+    v: FloatArray,
+    previous: int | None,
+) -> tuple[int, str] | None:
+    """The first row breaking a rule, and the rule; None when all hold. `previous` is the open
+    time of the row before `t[0]` (loaders check a file block by block). One rule's mask at a
+    time: the temporaries stay a few bytes per row, whatever the number of rules."""
+    first: tuple[int, str] | None = None
+
+    def check(mask: npt.NDArray[np.bool_], problem: str) -> None:
+        nonlocal first
+        limit = len(mask) if first is None else first[0]
+        if limit == 0:
+            return
+        idx = np.flatnonzero(mask[:limit])
+        if len(idx):
+            first = (int(idx[0]), problem)
+
+    for name, arr in (("open", o), ("high", h), ("low", lo), ("close", c), ("volume", v)):
+        check(~np.isfinite(arr), f"{name} is not a finite number")
+    for name, arr in (("open", o), ("high", h), ("low", lo), ("close", c)):
+        check(~(arr > 0), f"{name} must be > 0")
+    check(~(v >= 0), "volume must be >= 0")
+    check(~(h >= np.maximum(o, c)), "high is below open or close")
+    check(~(lo <= np.minimum(o, c)), "low is above open or close")
+    # Open times are milliseconds since 1970-01-01 UTC; a negative one is a mistake in the
+    # file (seconds read as a signed 32-bit wrap, a wrong epoch), never a real candle here.
+    check(t < 0, "timestamp is before 1970-01-01 (a negative number of milliseconds)")
+    before = np.empty(len(t), dtype=np.int64)
+    if len(t):
+        before[1:] = t[:-1]
+        before[0] = t[0] - 1 if previous is None else previous
+    check(t == before, "duplicate timestamp (same as the previous row)")
+    check(t < before, "timestamp earlier than the previous row (rows must be sorted)")
+    return first
+
+
 def _validate(
     t: IntArray,
     o: FloatArray,
@@ -243,29 +287,9 @@ def _validate(
 ) -> None:
     if len(t) == 0:
         raise CandleDataError("no candles", where=source)
-    checks: list[tuple[npt.NDArray[np.bool_], str]] = []
-    for name, arr in (("open", o), ("high", h), ("low", lo), ("close", c), ("volume", v)):
-        checks.append((~np.isfinite(arr), f"{name} is not a finite number"))
-    for name, arr in (("open", o), ("high", h), ("low", lo), ("close", c)):
-        checks.append((~(arr > 0), f"{name} must be > 0"))
-    checks.append((~(v >= 0), "volume must be >= 0"))
-    checks.append((~(h >= np.maximum(o, c)), "high is below open or close"))
-    checks.append((~(lo <= np.minimum(o, c)), "low is above open or close"))
-    dup = np.zeros(len(t), dtype=np.bool_)
-    unsorted = np.zeros(len(t), dtype=np.bool_)
-    if len(t) > 1:
-        d = np.diff(t)
-        dup[1:] = d == 0
-        unsorted[1:] = d < 0
-    checks.append((dup, "duplicate timestamp (same as the previous row)"))
-    checks.append((unsorted, "timestamp earlier than the previous row (rows must be sorted)"))
-    first_bad: tuple[int, str] | None = None
-    for mask, problem in checks:
-        idx = np.flatnonzero(mask)
-        if len(idx) and (first_bad is None or idx[0] < first_bad[0]):
-            first_bad = (int(idx[0]), problem)
-    if first_bad is not None:
-        row, problem = first_bad
+    bad = _first_bad(t, o, h, lo, c, v, None)
+    if bad is not None:
+        row, problem = bad
         raise CandleDataError(problem, where=_where(row, source, first_line))
 
 
@@ -281,133 +305,408 @@ def _check_grid(t: IntArray, tf: int, *, source: str, first_line: int | None) ->
         )
 
 
-def load_candles(path: str | Path, *, timeframe_seconds: int | None = None) -> Candles:
+# ---- Loading files -------------------------------------------------------------------------
+
+# Rows are parsed a block at a time; a line (the header included) longer than a block is
+# refused: a candle row is a few dozen characters.
+_BLOCK_BYTES = 1 << 20
+_PARQUET_BATCH_ROWS = 64 * 1024
+_ROW_BYTES = 48  # an int64 open time and five float64 columns
+
+
+@dataclass(frozen=True)
+class LoadLimits:
+    """What one file may become once read, whatever its size on disk.
+
+    `max_rows`: candles in the file. `max_decompressed_bytes`: the CSV text after gzip (the
+    file itself for plain CSV), or the decoded candle columns of a Parquet file (48 bytes a
+    row). Loading stops at the first block past either limit, so memory stays about 48 bytes
+    per row kept plus one block, and a file of nothing but junk costs one block.
+    """
+
+    max_rows: int = 50_000_000
+    max_decompressed_bytes: int = 4 * 1024**3
+
+    def __post_init__(self) -> None:
+        if self.max_rows < 1 or self.max_decompressed_bytes < 1:
+            raise ValueError("load limits must be positive")
+
+
+class FileTooLargeError(CandleDataError):
+    """The file becomes more than a `LoadLimits` allows; `limit` is "rows" or "bytes"."""
+
+    def __init__(self, limit: str, problem: str, *, where: str) -> None:
+        self.limit = limit
+        super().__init__(problem, where=where)
+
+
+def load_candles(
+    path: str | Path,
+    *,
+    timeframe_seconds: int | None = None,
+    limits: LoadLimits | None = None,
+    source: str | None = None,
+) -> Candles:
     """Load CSV (plain or .gz) or Parquet with columns timestamp, open, high, low, close, volume.
 
-    `timestamp` is the candle's open time in integer milliseconds (UTC).
+    `timestamp` is the candle's open time in integer milliseconds (UTC), from 1970 on.
+    The file is read block by block within `limits` (defaults: `LoadLimits()`). `source`
+    names the file in error messages (default: the path), which quote no field values: a
+    column name and a line (CSV) or row (Parquet, from 0) say where the problem is.
     """
     p = Path(path)
+    name = source if source is not None else str(p)
+    bounds = limits if limits is not None else LoadLimits()
     if not p.is_file():
-        raise CandleDataError("no such file", where=str(p))
-    name = p.name.lower()
-    if name.endswith((".parquet", ".pq")):
-        return _load_parquet(p, timeframe_seconds)
-    if name.endswith((".csv", ".csv.gz")):
-        return _load_csv(p, timeframe_seconds)
-    raise CandleDataError("unsupported file type: use .csv, .csv.gz or .parquet", where=str(p))
+        raise CandleDataError("no such file", where=name)
+    lowered = p.name.lower()
+    if lowered.endswith((".parquet", ".pq")):
+        return _load_parquet(p, timeframe_seconds, name, bounds)
+    if lowered.endswith((".csv", ".csv.gz")):
+        return _load_csv(p, timeframe_seconds, name, bounds)
+    raise CandleDataError("unsupported file type: use .csv, .csv.gz or .parquet", where=name)
 
 
-def _load_csv(p: Path, timeframe_seconds: int | None) -> Candles:
+class _TooManyBytesError(Exception):
+    """Raised inside a read: the stream went past its byte limit."""
+
+
+class _BoundedReader(io.RawIOBase):
+    """A binary stream that refuses to give more than `limit` bytes in all."""
+
+    def __init__(self, inner: io.BufferedIOBase, limit: int) -> None:
+        self._inner = inner
+        self._left = limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        # One byte more than allowed tells "exactly at the limit" from "past it".
+        got = self._inner.readinto(view[: min(len(view), self._left + 1)])
+        self._left -= got
+        if self._left < 0:
+            raise _TooManyBytesError
+        return int(got)
+
+    def close(self) -> None:
+        self._inner.close()
+        super().close()
+
+
+def _open_bounded(p: Path, limits: LoadLimits) -> io.BufferedReader:
+    # Closed with the reader returned, which the caller holds in a `with`.
+    inner: io.BufferedIOBase = (
+        gzip.GzipFile(p, "rb") if p.name.lower().endswith(".gz") else p.open("rb")
+    )
+    return io.BufferedReader(_BoundedReader(inner, limits.max_decompressed_bytes), _BLOCK_BYTES)
+
+
+def _too_many_bytes(source: str, limits: LoadLimits) -> FileTooLargeError:
+    return FileTooLargeError(
+        "bytes",
+        f"the file holds more than {limits.max_decompressed_bytes} bytes of text once "
+        "decompressed, more than one import may read; split it",
+        where=source,
+    )
+
+
+class _Rows:
+    """Candle columns gathered block by block, each block validated as it comes (and against
+    the block before), so a bad file is refused at its first bad block."""
+
+    def __init__(
+        self, source: str, first_line: int | None, limits: LoadLimits, *, count_bytes: bool
+    ) -> None:
+        """`count_bytes`: the decoded columns count against `max_decompressed_bytes` (Parquet,
+        where they are what the file decompresses to; a CSV's text is counted as read)."""
+        self._count_bytes = count_bytes
+        self._parts: list[list[npt.NDArray[Any]]] = [[] for _ in COLUMNS]
+        self._source = source
+        self._first_line = first_line
+        self._limits = limits
+        self._last: int | None = None
+        self.count = 0
+
+    def add(self, columns: list[npt.NDArray[Any]]) -> None:
+        n = len(columns[0])
+        if self.count + n > self._limits.max_rows:
+            raise FileTooLargeError(
+                "rows",
+                f"the file holds more than {self._limits.max_rows} candles, more than one "
+                "import may hold; split it",
+                where=self._source,
+            )
+        t = np.ascontiguousarray(columns[0], dtype=np.int64)
+        prices = [np.ascontiguousarray(c, dtype=np.float64) for c in columns[1:]]
+        if (
+            self._count_bytes
+            and (self.count + n) * _ROW_BYTES > self._limits.max_decompressed_bytes
+        ):
+            raise FileTooLargeError(
+                "bytes",
+                f"the file's candles take more than {self._limits.max_decompressed_bytes} "
+                "bytes once decoded, more than one import may read; split it",
+                where=self._source,
+            )
+        o, h, lo, c, v = prices
+        bad = _first_bad(t, o, h, lo, c, v, self._last)
+        if bad is not None:
+            row, problem = bad
+            raise CandleDataError(
+                problem, where=_where(self.count + row, self._source, self._first_line)
+            )
+        if n:
+            # Copies: the parser's block buffers are freed and reused for the next block.
+            for parts, column in zip(self._parts, (t, *prices), strict=True):
+                parts.append(column.copy())
+            self._last = int(t[-1])
+            self.count += n
+
+    def candles(self, timeframe_seconds: int | None) -> Candles:
+        if self.count == 0:
+            raise CandleDataError("no candles", where=self._source)
+        columns: list[npt.NDArray[Any]] = []
+        for parts in self._parts:
+            columns.append(np.concatenate(parts))
+            parts.clear()  # one column's blocks and its whole copy at a time, not all six
+        times = columns[0]
+        if timeframe_seconds is not None and timeframe_seconds <= 0:
+            raise CandleDataError(
+                f"timeframe must be positive, got {timeframe_seconds} s", where=self._source
+            )
+        tf = (
+            timeframe_seconds
+            if timeframe_seconds is not None
+            else detect_timeframe(times, source=self._source)
+        )
+        _check_grid(times, tf, source=self._source, first_line=self._first_line)
+        for arr in columns:
+            arr.flags.writeable = False
+        t, o, h, lo, c, v = columns
+        return Candles(t, o, h, lo, c, v, timeframe_seconds=tf)
+
+
+def _load_csv(p: Path, timeframe_seconds: int | None, source: str, limits: LoadLimits) -> Candles:
+    import pyarrow as pa
+
+    rows = _Rows(source, 2, limits, count_bytes=False)
+    try:
+        with _open_bounded(p, limits) as stream:
+            for block in _csv_blocks(stream):
+                table = _parse_block(block)
+                if any(table.column(c).null_count for c in COLUMNS):
+                    raise _locate_csv_problem(p, source, limits)
+                rows.add([_column_to_numpy(table.column(c).combine_chunks()) for c in COLUMNS])
+    except _TooManyBytesError:
+        raise _too_many_bytes(source, limits) from None
+    except (
+        pa.ArrowInvalid,
+        pa.ArrowKeyError,
+        KeyError,
+        OSError,
+        EOFError,
+        zlib.error,
+        _NotCandleLinesError,
+    ) as exc:
+        raise _locate_csv_problem(p, source, limits) from exc
+    return rows.candles(timeframe_seconds)
+
+
+def _csv_blocks(stream: IO[bytes]) -> Iterator[bytes]:
+    """The text as blocks of whole lines of about `_BLOCK_BYTES`, each starting with the
+    header line. Parsed one by one in this thread: arrow's streaming reader would read the
+    Python stream from a thread of its own, which can outlive the stream and abort the
+    process at exit."""
+    header = stream.readline(_BLOCK_BYTES + 1)
+    if not header or len(header) > _BLOCK_BYTES or not header.endswith(b"\n"):
+        raise _NotCandleLinesError
+    rest = b""
+    while True:
+        chunk = stream.read(_BLOCK_BYTES)
+        if not chunk:
+            if rest.strip():
+                yield header + rest
+            return
+        data = rest + chunk
+        cut = data.rfind(b"\n") + 1
+        if cut == 0 and len(data) > _BLOCK_BYTES:
+            raise _NotCandleLinesError
+        rest = data[cut:]
+        if cut:
+            yield header + data[:cut]
+
+
+class _NotCandleLinesError(Exception):
+    """The fast path cannot cut the text into lines (no header, a line longer than a block);
+    the slow path says why."""
+
+
+def _parse_block(block: bytes) -> Any:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
     types = {"timestamp": pa.int64(), **{c: pa.float64() for c in COLUMNS[1:]}}
-    try:
-        table = pacsv.read_csv(
-            p,
-            convert_options=pacsv.ConvertOptions(
-                column_types=types, include_columns=list(COLUMNS), strings_can_be_null=False
-            ),
-        )
-    except (pa.ArrowInvalid, pa.ArrowKeyError, KeyError, OSError, EOFError) as exc:
-        raise _locate_csv_problem(p) from exc
-    if table.num_rows and any(table.column(c).null_count for c in COLUMNS):
-        raise _locate_csv_problem(p)
-    cols = [_column_to_numpy(table.column(c)) for c in COLUMNS]
-    return Candles.from_arrays(
-        *cols, timeframe_seconds=timeframe_seconds, source=str(p), first_line=2
+    return pacsv.read_csv(
+        pa.BufferReader(block),
+        read_options=pacsv.ReadOptions(block_size=len(block) + 1, use_threads=False),
+        convert_options=pacsv.ConvertOptions(
+            column_types=types, include_columns=list(COLUMNS), strings_can_be_null=False
+        ),
     )
 
 
 def _column_to_numpy(column: Any) -> npt.NDArray[Any]:
-    """A null-free primitive Arrow column as one numpy array, read from its buffers.
+    """A null-free primitive Arrow array as a numpy view of its buffer.
 
     pyarrow's own `to_numpy` imports pandas on first use, which costs a second of start-up.
     """
     dtype = np.dtype(column.type.to_pandas_dtype())
-    parts = [
-        np.frombuffer(chunk.buffers()[1], dtype=dtype)[chunk.offset : chunk.offset + len(chunk)]
-        for chunk in column.chunks
+    return np.frombuffer(column.buffers()[1], dtype=dtype)[
+        column.offset : column.offset + len(column)
     ]
-    return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
 
 
-def _open_text(p: Path) -> IO[str]:
-    if p.name.lower().endswith(".gz"):
-        return gzip.open(p, "rt", newline="")
-    return p.open("r", newline="")
+def _lines(stream: IO[bytes]) -> Iterator[str]:
+    """The stream's lines, each at most one parser block long."""
+    while True:
+        raw = stream.readline(_BLOCK_BYTES + 1)
+        if not raw:
+            return
+        if len(raw) > _BLOCK_BYTES:
+            raise _LineTooLongError
+        yield raw.decode("utf-8")
 
 
-def _locate_csv_problem(p: Path) -> CandleDataError:
-    """Slow path, only after the fast parser failed: find the first bad line and say why."""
+class _LineTooLongError(Exception):
+    pass
+
+
+def _locate_csv_problem(p: Path, source: str, limits: LoadLimits) -> CandleDataError:
+    """Slow path, only after the fast parser failed: find the first bad line and say why.
+
+    Messages name the column and the line, never the text found there.
+    """
+    line = 0  # the last line read whole
     try:
-        with _open_text(p) as fh:
-            reader = csv.reader(fh)
+        with _open_bounded(p, limits) as stream:
+            reader = csv.reader(_lines(stream))
             header = next(reader, None)
+            line = 1
             if header is None:
                 return CandleDataError(
-                    "empty file: expected a header " + ",".join(COLUMNS), where=str(p)
+                    "empty file: expected a header " + ",".join(COLUMNS), where=source
                 )
             names = [h.strip().lower() for h in header]
             missing = [c for c in COLUMNS if c not in names]
             if missing:
                 return CandleDataError(
                     f"header lacks column(s) {', '.join(missing)}; expected {','.join(COLUMNS)}",
-                    where=f"{p}, line 1",
+                    where=f"{source}, line 1",
                 )
             pos = [names.index(c) for c in COLUMNS]
             for line, row in enumerate(reader, start=2):
                 if len(row) != len(names):
                     return CandleDataError(
-                        f"expected {len(names)} fields, found {len(row)}", where=f"{p}, line {line}"
+                        f"expected {len(names)} fields, found {len(row)}",
+                        where=f"{source}, line {line}",
                     )
                 for col, i in zip(COLUMNS, pos, strict=True):
-                    text = row[i].strip()
-                    try:
-                        if not (_INT if col == "timestamp" else _FLOAT).fullmatch(text):
-                            raise ValueError(text)
-                        value = int(text) if col == "timestamp" else float(text)
-                    except ValueError:
-                        kind = "an integer (ms)" if col == "timestamp" else "a number"
-                        return CandleDataError(
-                            f"{col} {text!r} is not {kind}", where=f"{p}, line {line}"
-                        )
-                    if col != "timestamp" and math.isnan(value):
-                        return CandleDataError(f"{col} is NaN", where=f"{p}, line {line}")
-    except (OSError, EOFError, UnicodeDecodeError, csv.Error, gzip.BadGzipFile) as exc:
-        return CandleDataError(f"cannot read the file ({exc})", where=str(p))
-    return CandleDataError("cannot parse the file as CSV", where=str(p))
+                    problem = _field_problem(col, row[i].strip())
+                    if problem is not None:
+                        return CandleDataError(problem, where=f"{source}, line {line}")
+    except _TooManyBytesError:
+        return _too_many_bytes(source, limits)
+    except _LineTooLongError:
+        return CandleDataError(
+            f"a line is longer than {_BLOCK_BYTES} bytes: not a file of candle rows",
+            where=f"{source}, line {line + 1}",
+        )
+    except (OSError, EOFError, zlib.error):
+        return CandleDataError("cannot read the file: it is damaged or not gzip", where=source)
+    except UnicodeDecodeError:
+        return CandleDataError("cannot read the file: it is not UTF-8 text", where=source)
+    except csv.Error:
+        return CandleDataError("cannot parse the line as CSV", where=f"{source}, line {line + 1}")
+    return CandleDataError("cannot parse the file as CSV", where=source)
 
 
-def _load_parquet(p: Path, timeframe_seconds: int | None) -> Candles:
+def _field_problem(column: str, text: str) -> str | None:
+    if column == "timestamp":
+        if not _INT.fullmatch(text):
+            return "timestamp is not an integer (ms)"
+        # Checked by length first: int() of a long digit string hits Python's own limit.
+        if len(text.lstrip("+-")) > 19 or not -(2**63) <= int(text) < 2**63:
+            return "timestamp is out of range (milliseconds must fit in 64 bits)"
+        return None
+    if not _FLOAT.fullmatch(text):
+        return f"{column} is not a number"
+    if math.isnan(float(text)):
+        return f"{column} is NaN"
+    return None
+
+
+def _load_parquet(
+    p: Path, timeframe_seconds: int | None, source: str, limits: LoadLimits
+) -> Candles:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    unreadable = CandleDataError("cannot read the file as Parquet", where=source)
     try:
-        table = pq.read_table(p)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise CandleDataError(f"cannot read Parquet ({exc})", where=str(p)) from exc
-    missing = [c for c in COLUMNS if c not in table.column_names]
-    if missing:
-        raise CandleDataError(f"lacks column(s) {', '.join(missing)}", where=str(p))
-    ts = table.column("timestamp")
-    if ts.null_count:
-        row = int(np.flatnonzero(ts.is_null().to_numpy(zero_copy_only=False))[0])
-        raise CandleDataError("timestamp is missing", where=f"{p}, row {row}")
-    if pa.types.is_floating(ts.type) or pa.types.is_string(ts.type):
-        raise CandleDataError(
-            f"timestamp column has type {ts.type}; expected integer milliseconds or a timestamp",
-            where=str(p),
-        )
-    if pa.types.is_timestamp(ts.type):
-        ts = ts.cast(pa.timestamp("ms", tz=ts.type.tz)).cast(pa.int64())
-    cols: list[np.ndarray] = [ts.to_numpy(zero_copy_only=False)]
-    for c in COLUMNS[1:]:
-        col = table.column(c)
-        if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)):
-            raise CandleDataError(f"{c} column has type {col.type}; expected numbers", where=str(p))
+        parquet = pq.ParquetFile(p)
+    except (pa.ArrowException, OSError) as exc:
+        raise unreadable from exc
+    with parquet:
+        schema = parquet.schema_arrow
+        missing = [c for c in COLUMNS if c not in schema.names]
+        if missing:
+            raise CandleDataError(f"lacks column(s) {', '.join(missing)}", where=source)
+        ts_type = schema.field("timestamp").type
+        if not (pa.types.is_integer(ts_type) or pa.types.is_timestamp(ts_type)):
+            raise CandleDataError(
+                f"timestamp column has type {ts_type}; expected integer milliseconds or a "
+                "timestamp",
+                where=source,
+            )
+        for c in COLUMNS[1:]:
+            col_type = schema.field(c).type
+            if not (pa.types.is_floating(col_type) or pa.types.is_integer(col_type)):
+                raise CandleDataError(
+                    f"{c} column has type {col_type}; expected numbers", where=source
+                )
+        rows = _Rows(source, None, limits, count_bytes=True)
+        # The footer's count refuses a row bomb before a single page is decoded; `_Rows`
+        # counts again as it reads, in case the footer understates.
+        declared = parquet.metadata.num_rows
+        if declared > limits.max_rows:
+            raise FileTooLargeError(
+                "rows",
+                f"the file holds {declared} candles, more than the {limits.max_rows} one "
+                "import may hold; split it",
+                where=source,
+            )
+        try:
+            for batch in parquet.iter_batches(
+                batch_size=_PARQUET_BATCH_ROWS, columns=list(COLUMNS)
+            ):
+                rows.add(_parquet_columns(batch, rows.count, source))
+        except (pa.ArrowException, OSError) as exc:
+            raise unreadable from exc
+    return rows.candles(timeframe_seconds)
+
+
+def _parquet_columns(batch: Any, first_row: int, source: str) -> list[npt.NDArray[Any]]:
+    import pyarrow as pa
+
+    columns: list[npt.NDArray[Any]] = []
+    for c in COLUMNS:
+        col = batch.column(c)
         if col.null_count:
-            row = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
-            raise CandleDataError(f"{c} is missing", where=f"{p}, row {row}")
-        cols.append(col.to_numpy(zero_copy_only=False))
-    return Candles.from_arrays(*cols, timeframe_seconds=timeframe_seconds, source=str(p))
+            row = first_row + int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+            raise CandleDataError(f"{c} is missing", where=f"{source}, row {row}")
+        if c == "timestamp" and pa.types.is_timestamp(col.type):
+            col = col.cast(pa.timestamp("ms", tz=col.type.tz)).cast(pa.int64())
+        columns.append(col.to_numpy(zero_copy_only=False))
+    return columns

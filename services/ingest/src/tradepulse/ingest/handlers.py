@@ -31,6 +31,7 @@ from tradepulse.ingest.metrics import IngestMetrics
 from tradepulse.ingest.settings import IngestSettings
 from tradepulse.ingest.snapshots import SnapshotStore, UploadStore
 from tradepulse.quant import CandleDataError, Candles, parse_timeframe
+from tradepulse.quant.candles import LoadLimits
 
 log = get_logger(__name__)
 
@@ -143,13 +144,25 @@ async def coverage(query: CoverageQuery, deps: Deps) -> CoverageReply:
 
 async def _from_file(request: IngestRequested, deps: Deps) -> Received:
     assert request.path is not None  # IngestRequested requires it for source 'file'
-    path = files.resolve(request.path, deps.settings.file_root)
+    path = files.resolve(request.path, deps.settings.file_roots())
     started = time.perf_counter()
     # pyarrow parses without the GIL: pings and coverage queries keep being answered.
     candles = await asyncio.to_thread(
-        files.read, path, request.dataset.timeframe, request.since_ms, request.until_ms
+        files.read,
+        path,
+        request.dataset.timeframe,
+        request.since_ms,
+        request.until_ms,
+        limits=deps.settings.load_limits(),
+        source=request.path,
     )
     return Received(candles, {"path": str(path)}, {"read": _ms(started, time.perf_counter())})
+
+
+def upload_file_name(object_name: str) -> str:
+    """The client's file name in an upload object's name (`<unique id>/<file name>`, see the
+    gateway's upload route): what errors call the file."""
+    return PurePosixPath(object_name).name
 
 
 async def _from_upload(request: IngestRequested, deps: Deps) -> Received:
@@ -158,22 +171,26 @@ async def _from_upload(request: IngestRequested, deps: Deps) -> Received:
     assert request.path is not None  # IngestRequested requires it for source 'upload'
     started = time.perf_counter()
     data = await deps.uploads.get(request.path)
-    suffix = "".join(PurePosixPath(request.path).suffixes[-2:])
-    candles = await asyncio.to_thread(_read_upload, data, suffix, request)
+    candles = await asyncio.to_thread(_read_upload, data, request, deps.settings.load_limits())
     return Received(candles, {"upload": request.path}, {"read": _ms(started, time.perf_counter())})
 
 
-def _read_upload(data: bytes, suffix: str, request: IngestRequested) -> Candles:
+def _read_upload(data: bytes, request: IngestRequested, limits: LoadLimits) -> Candles:
     assert request.path is not None
+    name = upload_file_name(request.path)
+    suffix = "".join(PurePosixPath(name).suffixes[-2:])
     with tempfile.TemporaryDirectory(prefix="tradepulse-upload-") as folder:
         path = Path(folder) / f"upload{suffix}"
         path.write_bytes(data)
-        try:
-            return files.read(path, request.dataset.timeframe, request.since_ms, request.until_ms)
-        except CandleDataError as exc:
-            # Name the uploaded file, not the temporary copy it was read from.
-            where = (exc.where or "").replace(str(path), request.path) or request.path
-            raise CandleDataError(exc.problem, where=where) from exc
+        # Errors name the client's file, never the temporary copy it is read from.
+        return files.read(
+            path,
+            request.dataset.timeframe,
+            request.since_ms,
+            request.until_ms,
+            limits=limits,
+            source=name,
+        )
 
 
 async def _from_exchange(request: IngestRequested, deps: Deps) -> Received:

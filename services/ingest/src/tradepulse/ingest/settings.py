@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
 
 from tradepulse.common.settings import CommonSettings
+from tradepulse.quant.candles import LoadLimits
 
 
 class IngestSettings(CommonSettings):
@@ -53,8 +55,34 @@ class IngestSettings(CommonSettings):
         validation_alias="INGEST_REDELIVERY_DELAY_S",
         description="delay before a failed request is delivered again; doubles per delivery",
     )
-    file_root: Path | None = Field(
+    file_root: str | None = Field(
         default=None,
         validation_alias="INGEST_FILE_ROOT",
-        description="when set, files are read only from inside this directory",
+        description=(
+            "the folders imports by server path may read, separated by ':'; unset, imports by "
+            "path are refused (uploads are not affected)"
+        ),
     )
+    max_rows: int = Field(
+        default=50_000_000,
+        ge=1,
+        validation_alias="INGEST_MAX_ROWS",
+        description="candles one file or upload may hold; past it the import is refused",
+    )
+    max_decompressed_bytes: int = Field(
+        default=4 * 1024**3,
+        ge=1,
+        validation_alias="INGEST_MAX_DECOMPRESSED_BYTES",
+        description=(
+            "bytes a file may become once read: CSV text after gzip, or a Parquet file's "
+            "decoded candle columns (48 bytes a row); past it the import is refused"
+        ),
+    )
+
+    def file_roots(self) -> tuple[Path, ...]:
+        return tuple(Path(part) for part in (self.file_root or "").split(os.pathsep) if part)
+
+    def load_limits(self) -> LoadLimits:
+        return LoadLimits(
+            max_rows=self.max_rows, max_decompressed_bytes=self.max_decompressed_bytes
+        )
