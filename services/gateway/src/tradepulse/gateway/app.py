@@ -30,6 +30,7 @@ from tradepulse.gateway.backend import Backend, decode
 from tradepulse.gateway.metrics import GatewayMetrics
 from tradepulse.gateway.middleware import GatewayMiddleware
 from tradepulse.gateway.routes import (
+    charts,
     config_status,
     configs,
     data,
@@ -128,7 +129,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     )
     app.state.gateway = gw
     errors.install(app)
-    for module in (training, ensembles, configs, config_status, data, strategies, health):
+    for module in (training, ensembles, configs, config_status, charts, data, strategies, health):
         app.include_router(module.router)
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -85,6 +85,7 @@ class Trainer:
         await self._reply(n.list_trials, ListTrials, lambda r: queries.list_trials(r, deps))
         await self._reply(n.list_jobs, ListJobs, lambda r: queries.list_jobs(r, deps))
         await self._reply(n.get_ensemble, GetEnsemble, lambda r: queries.get_ensemble(r, deps))
+        await self._reply(n.run_backtest, queries.RunBacktest, lambda r: queries.backtest(r, deps))
         await self.nc.subscribe(n.cancel_broadcast("*"), cb=self._on_cancel_broadcast)
         self.jobs_sub = await self._pull(
             n.training_requested, n.trainer_jobs_durable, n.jobs_stream, s.job_ack_wait
