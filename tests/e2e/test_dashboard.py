@@ -126,6 +126,12 @@ async def test_a_user_starts_a_job_and_reads_its_configuration(
         points = await page.evaluate("() => window.__tp.charts.history.data[0].length")
         assert points == 40
         await page.locator("#validation").wait_for()
+        job = (await client.get(f"/api/v2/training/job/{job_id}")).json()
+        importances = job["param_importances"]
+        assert sum(importances.values()) == pytest.approx(1.0)
+        await page.wait_for_function("() => window.__tp.charts.importances")
+        bars = await page.evaluate("() => window.__tp.charts.importances.data[1]")
+        assert sorted(bars, reverse=True) == sorted(importances.values(), reverse=True)
     assert console.errors == [], "\n".join(console.errors)
 
 

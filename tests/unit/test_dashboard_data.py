@@ -8,13 +8,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from tests.unit.trainer_fakes import BTC, SNAPSHOT, make_deps, synthetic_candles
+from tests.unit.trainer_fakes import (
+    BTC,
+    SNAPSHOT,
+    MemoryJobStore,
+    job_request,
+    make_deps,
+    synthetic_candles,
+)
 from tradepulse.common.contracts.base import INVALID_REQUEST, NOT_FOUND, ErrorReply
 from tradepulse.common.contracts.charts import BacktestReply, GetCandles, RunBacktest
-from tradepulse.common.contracts.training import BacktestSettingsModel, DataWindow
+from tradepulse.common.contracts.training import (
+    BacktestSettingsModel,
+    DataWindow,
+    TrialCompleted,
+)
 from tradepulse.quant import BacktestSettings, LiquiditySweep, last_window, run_backtest
 from tradepulse.quant.downsample import drawdown, extrema_indices
 from tradepulse.trainer import queries
+from tradepulse.trainer.importances import param_importances, record_importances
 
 # Downsampler ---------------------------------------------------------------------------------
 
@@ -178,3 +190,69 @@ def test_a_range_that_ends_before_it_starts_does_not_decode() -> None:
         _request(start_ms=10, end_ms=10)
     with pytest.raises(ValueError, match="end_ms must be after start_ms"):
         GetCandles(dataset=BTC, start_ms=5, end_ms=1)
+
+
+# Parameter importances ------------------------------------------------------------------------
+
+
+def _results(values: list[float | None], **fixed: float) -> dict[int, TrialCompleted]:
+    """Trials whose objective is `values`; the first parameter runs 0, 1, 2, ..., the others
+    stay at their lowest value unless given in `fixed`."""
+    space = list(LiquiditySweep().space)
+    out = {}
+    for n, value in enumerate(values):
+        params: dict[str, float | int] = {p.name: fixed.get(p.name, p.low) for p in space}
+        first = space[0]
+        params[first.name] = first.low + (n % 5) * ((first.high - first.low) / 5)
+        if first.kind == "int":
+            params[first.name] = int(params[first.name])
+        out[n] = TrialCompleted(
+            job_id="j",
+            number=n,
+            params=params,
+            state="complete" if value is not None else "failed",
+            value=value,
+            metrics={},
+            fingerprint="f",
+            duration_ms=1.0,
+            replica="r",
+        )
+    return out
+
+
+def test_importances_name_the_parameter_that_moves_the_objective() -> None:
+    results = _results([float(n % 5) for n in range(40)])
+    found = param_importances(job_request(), results)
+    assert found is not None
+    first = next(iter(LiquiditySweep().space)).name
+    assert set(found) == {p.name for p in LiquiditySweep().space}
+    assert sum(found.values()) == pytest.approx(1.0)
+    assert max(found, key=lambda k: found[k]) == first
+    assert found[first] > 0.9
+    assert param_importances(job_request(), results) == found  # seeded: the same every time
+
+
+def test_no_importances_without_two_usable_trials_or_any_spread() -> None:
+    assert param_importances(job_request(), _results([1.0, None, None])) is None
+    assert param_importances(job_request(), _results([2.0] * 10)) is None
+
+
+async def test_a_completed_job_stores_its_importances_and_shows_them() -> None:
+    deps = make_deps()
+    store = deps.store
+    assert isinstance(store, MemoryJobStore)
+    request = job_request(n_iterations=30)
+    await store.create_job(request)
+    await store.take_job(request.job_id, "r", 30)
+    await store.start_job(
+        request.job_id,
+        sampler="random",
+        sampler_version="v",
+        batch_size=10,
+        window=_request().window,
+    )
+    await record_importances(request, _results([float(n % 5) for n in range(30)]), deps)
+    view = await queries.job_view(request.job_id, deps)
+    assert view is not None
+    assert view.param_importances is not None
+    assert sum(view.param_importances.values()) == pytest.approx(1.0)

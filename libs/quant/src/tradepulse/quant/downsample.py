@@ -64,6 +64,6 @@ def extrema_indices(
 def drawdown(equity: FloatArray) -> FloatArray:
     """Fraction below the running peak at each point (0 at a new high, -0.25 at 25 % under)."""
     peak = np.maximum.accumulate(equity)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(all="ignore"):
         out = np.where(peak > 0, equity / peak - 1.0, 0.0)
     return out.astype(np.float64)

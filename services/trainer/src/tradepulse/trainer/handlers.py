@@ -27,6 +27,7 @@ from tradepulse.quant import QuantError, get_strategy, last_window, range_window
 from tradepulse.trainer import plan
 from tradepulse.trainer.deps import Deps
 from tradepulse.trainer.errors import JobError, JobHeldElsewhereError
+from tradepulse.trainer.importances import record_importances
 from tradepulse.trainer.optimizer import SamplerSpec
 from tradepulse.trainer.study import StudyRunner, StudySpec
 from tradepulse.trainer.validation import record_report
@@ -139,6 +140,7 @@ async def complete_job(
             job_id, f"none of the {n} trials produced a usable {request.objective}{example}", deps
         )
     await record_report(deps.store, deps.cache, request, window, best.number)
+    await record_importances(request, results, deps)
     await deps.store.finish(job_id, "completed")
     await publish_terminal(job_id, deps)
     return "completed"

@@ -55,6 +55,7 @@ class JobRow:
     started_at: datetime | None
     finished_at: datetime | None
     validation: ValidationReport | None = None
+    param_importances: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,10 @@ class JobStore(Protocol):
 
     async def store_validation(self, job_id: str, report: ValidationReport) -> None:
         """Record a running job's report (a job in any other status is left as it is)."""
+        ...
+
+    async def store_importances(self, job_id: str, importances: dict[str, float]) -> None:
+        """Record a running job's parameter importances (any other status: left as it is)."""
         ...
 
     async def ensemble_jobs(self, ensemble_id: str) -> list[EnsembleJob]:

@@ -127,6 +127,7 @@ async def job_view(job_id: str, deps: Deps) -> JobView | None:
         started_at=_iso(job.started_at),
         finished_at=_iso(job.finished_at),
         validation=job.validation,
+        param_importances=job.param_importances,
     )
 
 

@@ -336,6 +336,9 @@ class JobView(Contract):
     validation: ValidationReport | None = Field(
         default=None, description="the overfitting statistics of a completed job"
     )
+    param_importances: dict[str, float] | None = Field(
+        default=None, description="optuna's importance of each parameter, once the job ended"
+    )
 
 
 class JobReply(Message):

@@ -222,6 +222,11 @@ class JobOut(BaseModel):
     validation: ValidationOut | None = Field(
         default=None, description="the overfitting statistics, once the job has completed"
     )
+    param_importances: dict[str, float] | None = Field(
+        default=None,
+        description="each parameter's share of the objective's variance (optuna's fANOVA "
+        "importance, summing to 1), once the job has completed",
+    )
 
 
 def _duration(started: str | None, finished: str | None) -> float | None:
@@ -274,6 +279,7 @@ def job_out(view: JobView, config_id: str | None = None) -> JobOut:
         finished_at=view.finished_at,
         duration_s=_duration(view.started_at, view.finished_at),
         validation=validation_out(view.validation),
+        param_importances=view.param_importances,
     )
 
 
