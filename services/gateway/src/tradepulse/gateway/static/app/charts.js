@@ -33,7 +33,8 @@ function tvChart(el) {
     layout: { background: { type: ColorType.Solid, color: COLORS.panel }, textColor: COLORS.text,
       attributionLogo: false },
     grid: { vertLines: { color: COLORS.grid }, horzLines: { color: COLORS.grid } },
-    timeScale: { timeVisible: true, secondsVisible: false },
+    // A small minimum spacing lets fitContent show thousands of bars at once.
+    timeScale: { timeVisible: true, secondsVisible: false, minBarSpacing: 0.05 },
     rightPriceScale: { borderColor: COLORS.grid },
   });
 }

@@ -3,7 +3,7 @@
 // trades, paged.
 import { api } from "../api.js";
 import { candleChart, equityChart } from "../charts.js";
-import { errorBox, h, kv, msTime, num, pct, status, table, when } from "../dom.js";
+import { errorBox, h, kv, msTime, num, status, table, when } from "../dom.js";
 import { clearErrors, showErrors } from "./jobs.js";
 
 const PAGE = 25;
@@ -34,7 +34,7 @@ export async function configPage(view, signal, configId) {
   const tradesEl = h("div", { id: "trades" }, h("p", { class: "muted" }, "Running the backtest…"));
   const rangeForm = h("form", { class: "filters", id: "trade-range" },
     h("label", {}, "From trade #", h("input", { name: "from", value: "1", size: 5 })),
-    h("label", {}, "to trade #", h("input", { name: "to", value: "5", size: 5 })),
+    h("label", {}, "to trade #", h("input", { name: "to", value: "3", size: 5 })),
     h("button", { type: "submit" }, "Show"), h("span", { class: "muted small", id: "range-note" }));
   view.replaceChildren(
     h("h1", {}, "Configuration ", h("code", {}, configId), " ", status(config.status)),
@@ -56,13 +56,14 @@ export async function configPage(view, signal, configId) {
     return;
   }
   const arrived = performance.now();
-  const chart = equityChart(equityEl, backtest.equity);
+  equityChart(equityEl, backtest.equity);
+  // Drawn: the library paints on the next animation frame; the one after follows it.
+  await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
   window.__tp.equityRenderMs = performance.now() - arrived;
   view.querySelector("#equity-note").textContent =
     `${num(backtest.equity.bars)} bars shown as ${num(backtest.equity.time.length)} points (${backtest.equity.method}); ` +
     `fingerprint ${backtest.fingerprint.slice(0, 12)}… ${backtest.matches_config ? "matches the configuration" : "DIFFERS from the configuration"}; ` +
     `trainer ${num(backtest.compute_ms, 1)} ms; chart ${num(window.__tp.equityRenderMs, 1)} ms`;
-  void chart;
 
   const trades = new TradePages(configId, backtest, signal);
   const showRange = async () => {
@@ -151,12 +152,15 @@ function timeframeMs(tf) {
 function metricsPanel(config) {
   const m = config.metrics;
   const v = config.validation;
+  const percent = (x) => (x === null || x === undefined ? "–" : `${num(x, 2)} %`);
   return kv([
-    ["Sharpe", num(m.sharpe_ratio)], ["Sortino", num(m.sortino_ratio)], ["net profit", num(m.net_profit, 2)],
-    ["return", pct(m.total_return)], ["max drawdown", pct(m.max_drawdown)], ["trades", num(m.total_trades)],
-    ["win rate", pct(m.win_rate)], ["profit factor", num(m.profit_factor)],
+    ["Sharpe", num(m.sharpe_ratio)], ["Sortino", num(m.sortino_ratio)], ["Calmar", num(m.calmar_ratio)],
+    ["net profit", num(m.net_profit, 2)], ["net profit %", percent(m.net_profit_pct)], ["CAGR", percent(m.cagr_pct)],
+    ["max drawdown", percent(m.max_drawdown_pct)], ["trades (long / short)", `${num(m.total_trades)} (${num(m.long_trades)} / ${num(m.short_trades)})`],
+    ["win rate", percent(m.win_rate)], ["profit factor", num(m.profit_factor)], ["expectancy", num(m.expectancy, 2)],
+    ["exposure", percent(m.exposure_pct)], ["avg holding bars", num(m.avg_holding_bars, 1)],
     ["DSR", num(v ? v.dsr : null, 4)], ["PBO", num(v && v.pbo ? v.pbo.pbo : null, 3)],
-  ].filter(([, value]) => value !== undefined));
+  ]);
 }
 
 function lineagePanel(config) {
@@ -197,7 +201,7 @@ function statusPanel(config, view, signal) {
     { label: "to", cell: (s) => status(s.to_status) },
     { label: "actor", cell: (s) => s.actor },
     { label: "reason", cell: (s) => s.reason },
-  ], config.history, { id: "status-history" }), form);
+  ], config.history, { id: "status-history", class: "wrap" }), form);
 }
 
 function gatesPanel(config) {

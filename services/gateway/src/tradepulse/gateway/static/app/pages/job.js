@@ -3,7 +3,7 @@
 // its folds on a time axis with in-sample and out-of-sample Sharpe and the stitched record.
 import { allPages, api, stream } from "../api.js";
 import { barChart, historyChart, scatterChart, timelineChart } from "../charts.js";
-import { h, kv, num, pct, status, table, when } from "../dom.js";
+import { h, kv, num, status, table, when } from "../dom.js";
 
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 const LOGIT_EDGES = Array.from({ length: 24 }, (_, i) => -6 + i * 0.5);
@@ -67,7 +67,7 @@ function bestPanel(job) {
   const m = job.best.metrics || {};
   return h("div", {},
     kv([["trial", String(job.best.trial)], [job.objective, num(job.best.value)],
-      ["net profit", num(m.net_profit, 2)], ["trades", num(m.total_trades)], ["max drawdown", pct(m.max_drawdown)]]),
+      ["net profit", num(m.net_profit, 2)], ["trades", num(m.total_trades)], ["max drawdown", m.max_drawdown_pct === undefined || m.max_drawdown_pct === null ? "–" : `${num(m.max_drawdown_pct, 2)} %`]]),
     h("h3", {}, "Parameters"),
     kv(Object.entries(job.best.params || {}).map(([k, v]) => [k, num(v, 4)])));
 }
