@@ -3,7 +3,7 @@
 // its folds on a time axis with in-sample and out-of-sample Sharpe and the stitched record.
 import { allPages, api, stream } from "../api.js";
 import { barChart, historyChart, scatterChart, timelineChart } from "../charts.js";
-import { h, kv, num, status, table, when } from "../dom.js";
+import { h, kv, msTime, num, status, table, when } from "../dom.js";
 
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 const LOGIT_EDGES = Array.from({ length: 24 }, (_, i) => -6 + i * 0.5);
@@ -150,20 +150,27 @@ function walkForwardPanel(job) {
     h("h3", {}, "In-sample and out-of-sample Sharpe per fold"), h("div", { class: "chart short", id: "fold-sharpe-chart" }),
     table([
       { label: "fold", cell: (f) => String(f.fold) },
-      { label: "train", cell: (f) => `${when(f.train.first_time ?? f.train.first_open)} → ${when(f.train.last_time ?? f.train.last_open)}` },
-      { label: "test", cell: (f) => `${when(f.test.first_time ?? f.test.first_open)} → ${when(f.test.last_time ?? f.test.last_open)}` },
+      { label: "train (bars)", cell: (f) => spanText(f.train) },
+      { label: "test (bars)", cell: (f) => spanText(f.test) },
       { label: "best trial", num: true, cell: (f) => num(f.best_trial) },
       { label: "IS Sharpe", num: true, cell: (f) => num(f.train_metrics ? f.train_metrics.sharpe_ratio : null) },
       { label: "OOS Sharpe", num: true, cell: (f) => num(f.test_metrics ? f.test_metrics.sharpe_ratio : null) },
       { label: "OOS net", num: true, cell: (f) => num(f.test_metrics ? f.test_metrics.net_profit : null, 2) },
       { label: "OOS trades", num: true, cell: (f) => num(f.test_trades) },
       { label: "efficiency", num: true, cell: (f) => num(f.efficiency) },
-    ], folds),
+    ], folds, { id: "fold-table" }),
     wf.dispersion ? h("div", {}, h("h3", {}, "Parameter dispersion across folds"),
       kv(Object.entries(wf.dispersion).map(([k, v]) => [k, num(v, 4)]))) : null);
   return panel;
 }
 
+function spanText(span) {
+  const a = spanMs(span, "first"), b = spanMs(span, "last");
+  const times = Number.isFinite(a) && Number.isFinite(b) ? ` ${msTime(a)} → ${msTime(b)}` : "";
+  return `${span.first ?? "?"}–${span.last ?? "?"}${times}`;
+}
+
+// The spans' open times, whichever name the walk-forward report gives them.
 function spanMs(span, which) {
   const value = span[`${which}_ms`] ?? span[`${which}_time_ms`] ?? span[`${which}_time`] ?? span[`${which}_open`];
   return typeof value === "number" ? value : Date.parse(value);
