@@ -120,6 +120,21 @@ async def test_a_user_starts_a_job_and_reads_its_configuration(
             [round(t["net_pnl"], 2) for t in expected], abs=0.006
         )
 
+        assert console.errors == [], "\n".join(console.errors)
+        # Retire it through the form: a short reason is the API's 422 beside the field, a
+        # good one a new history entry by the key's name.
+        await page.fill("#status-reason", "no")
+        await page.click("#retire")
+        await page.locator("[data-error-for='reason']", has_text="at least 3").wait_for()
+        await page.fill("#status-reason", "seen enough in the browser")
+        await page.click("#retire")
+        await page.locator("h1 .status.RETIRED").wait_for()
+        history = (await client.get(f"/api/v2/configs/{config_id}")).json()["history"]
+        assert history[-1]["to_status"] == "RETIRED"
+        assert history[-1]["reason"] == "seen enough in the browser"
+        last_row = await page.locator("#status-history tbody tr").last.text_content()
+        assert history[-1]["actor"] in (last_row or "")
+
         # The job page draws the optimization history from the trials API.
         await page.goto(f"{gateway.url}/#/job/{job_id}")
         await page.wait_for_function("() => window.__tp.charts.history")
@@ -132,7 +147,10 @@ async def test_a_user_starts_a_job_and_reads_its_configuration(
         await page.wait_for_function("() => window.__tp.charts.importances")
         bars = await page.evaluate("() => window.__tp.charts.importances.data[1]")
         assert sorted(bars, reverse=True) == sorted(importances.values(), reverse=True)
-    assert console.errors == [], "\n".join(console.errors)
+    # Since the configuration was drawn, only the deliberate short reason's 422.
+    assert len(console.errors) == 1, "\n".join(console.errors)
+    assert "status of 422" in console.errors[0]
+    assert f"/api/v2/configs/{config_id}/status" in console.errors[0]
 
 
 async def test_the_form_shows_the_apis_reasons_and_a_wrong_key_brings_the_prompt(
@@ -172,6 +190,18 @@ async def test_the_form_shows_the_apis_reasons_and_a_wrong_key_brings_the_prompt
             beside = page.locator(f"[data-error-for='{field}']")
             assert (await beside.text_content()) == reason
             assert await page.get_attribute(f"#f-{field}", "aria-invalid") == "true"
+
+        # The upload form: the API's reasons beside its fields too.
+        await page.goto(f"{gateway.url}/#/data")
+        await page.locator("#upload-form").wait_for()
+        await page.fill("#u-symbol", "nonsense")
+        async with page.expect_response("**/api/v2/data/upload") as uploaded:
+            await page.click("#upload-form button[type=submit]")
+        refused = await uploaded.value
+        assert refused.status == 422
+        for problem in (await refused.json())["errors"]:
+            beside = page.locator(f"[data-error-for='{problem['field']}']")
+            assert (await beside.text_content()) == problem["reason"]
 
         # No job was started by the refused form.
         listed = (await client.get("/api/v2/training/jobs")).json()

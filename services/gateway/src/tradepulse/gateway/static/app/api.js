@@ -123,3 +123,11 @@ export async function allPages(path, key, pageSize = 1000, signal) {
     if (out.length >= page.total || page[key].length === 0) return out;
   }
 }
+
+/** Run a page's follow-up work without awaiting it: a navigation away aborts it, which is no
+ *  error; anything else is reported. */
+export function detach(promise) {
+  promise.catch((error) => {
+    if (error && error.name !== "AbortError") console.error(error);
+  });
+}

@@ -1,7 +1,7 @@
 // A configuration: metrics, lineage, gates, status history and changes; the equity curve with
 // its drawdown and the candles with a chosen range of trades, from GET .../backtest; the
 // trades, paged.
-import { api } from "../api.js";
+import { api, detach } from "../api.js";
 import { candleChart, equityChart } from "../charts.js";
 import { errorBox, h, kv, msTime, num, status, table, when } from "../dom.js";
 import { clearErrors, showErrors } from "./jobs.js";
@@ -139,9 +139,9 @@ async function renderTrades(el, pages, page) {
       { label: "fees", num: true, cell: (t) => num(t.fees, 2) },
     ], rows.map((t, i) => ({ ...t, index: page * PAGE + i + 1, attrs: { dataset: { entry: String(t.entry_time) } } })), { id: "trades-table" }),
     h("div", { class: "pager" },
-      h("button", { type: "button", id: "trades-prev", disabled: page === 0, onclick: () => renderTrades(el, pages, page - 1) }, "‹ previous"),
+      h("button", { type: "button", id: "trades-prev", disabled: page === 0, onclick: () => detach(renderTrades(el, pages, page - 1)) }, "‹ previous"),
       h("span", { class: "muted", id: "trades-page" }, `page ${page + 1} of ${last + 1} (${pages.total} trades)`),
-      h("button", { type: "button", id: "trades-next", disabled: page >= last, onclick: () => renderTrades(el, pages, page + 1) }, "next ›")));
+      h("button", { type: "button", id: "trades-next", disabled: page >= last, onclick: () => detach(renderTrades(el, pages, page + 1)) }, "next ›")));
 }
 
 function timeframeMs(tf) {
@@ -190,7 +190,7 @@ function statusPanel(config, view, signal) {
     const target = event.submitter ? event.submitter.value : NEXT[config.status];
     try {
       await api(`/api/v2/configs/${config.config_id}/status`, { method: "POST", body: { status: target, reason: reason.value }, signal });
-      configPage(view, signal, config.config_id);
+      detach(configPage(view, signal, config.config_id));
     } catch (error) {
       showErrors(form, error, "status-error");
     }

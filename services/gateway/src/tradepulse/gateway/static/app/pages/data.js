@@ -1,5 +1,5 @@
 // Data: the datasets, their coverage and largest gap on a time axis, and the upload form.
-import { api } from "../api.js";
+import { api, detach } from "../api.js";
 import { timelineChart } from "../charts.js";
 import { h, num, table, when } from "../dom.js";
 import { clearErrors, showErrors } from "./jobs.js";
@@ -72,7 +72,7 @@ function uploadForm(view, signal) {
       const answer = await api("/api/v2/data/upload", { method: "POST", form: data, signal });
       form.querySelector("#upload-result").textContent = answer.status === "succeeded"
         ? `imported: ${answer.rows_added} new of ${answer.rows_received} rows` : `import ${answer.status} (${answer.request_id})`;
-      if (answer.status === "succeeded") dataPage(view, signal);
+      if (answer.status === "succeeded") detach(dataPage(view, signal));
     } catch (error) {
       showErrors(form, error, "upload-error");
     }

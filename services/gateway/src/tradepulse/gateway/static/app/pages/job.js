@@ -1,7 +1,7 @@
 // A job: live progress, the optimization history, parameter importances, the validation
 // report (DSR, PBO with its logit histogram and degradation) and, for a walk-forward job,
 // its folds on a time axis with in-sample and out-of-sample Sharpe and the stitched record.
-import { allPages, api, stream } from "../api.js";
+import { allPages, api, detach, stream } from "../api.js";
 import { barChart, historyChart, scatterChart, timelineChart } from "../charts.js";
 import { h, kv, msTime, num, status, table, when } from "../dom.js";
 
@@ -46,7 +46,7 @@ export async function jobPage(view, signal, jobId) {
         trials.textContent = `${data.trials_done} / ${data.n_iterations}`;
         state.replaceChildren(status(data.status));
       }
-      if (TERMINAL.has(name)) jobPage(view, signal, jobId);
+      if (TERMINAL.has(name)) detach(jobPage(view, signal, jobId));
     }, signal).catch(() => {});
   }
 }

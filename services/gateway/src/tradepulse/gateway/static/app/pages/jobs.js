@@ -1,6 +1,6 @@
 // Jobs: the live list (progress over server-sent events), filters, cancel, and the form that
 // starts a job, an ensemble or a walk-forward job, with the API's 422 reasons by each field.
-import { ApiError, api, stream } from "../api.js";
+import { ApiError, api, detach, stream } from "../api.js";
 import { errorBox, h, num, status, when } from "../dom.js";
 
 const LIVE = new Set(["queued", "running"]);
@@ -18,7 +18,7 @@ export async function jobsPage(view, signal) {
   const list = h("div", { id: "jobs-list" }, h("p", { class: "muted" }, "Loading jobs…"));
   view.replaceChildren(
     h("h1", {}, "Jobs"),
-    h("section", { class: "panel" }, h("h2", {}, "Start"), startForm(meta, signal, () => refresh())),
+    h("section", { class: "panel" }, h("h2", {}, "Start"), startForm(meta, signal, refresh)),
     h("section", { class: "panel" }, h("h2", {}, "Jobs"), filters, list),
   );
   const streams = new Map();
@@ -52,15 +52,15 @@ export async function jobsPage(view, signal) {
       if (["completed", "failed", "cancelled"].includes(name)) {
         updateProgress(row, data.progress, data.trials_done, data.n_iterations, name);
         streams.delete(jobId);
-        refresh();
+        detach(refresh());
       }
     }, controller.signal).catch(() => {}).finally(() => streams.delete(jobId));
   }
 
-  filters.addEventListener("submit", (event) => { event.preventDefault(); refresh(); });
+  filters.addEventListener("submit", (event) => { event.preventDefault(); detach(refresh()); });
   await refresh();
   // Jobs started elsewhere (the CLI, another tab) appear without a reload.
-  const timer = setInterval(refresh, 10000);
+  const timer = setInterval(() => detach(refresh()), 10000);
   signal.addEventListener("abort", () => clearInterval(timer));
 }
 
@@ -91,7 +91,7 @@ function jobsTable(page, signal, refresh) {
         e.target.disabled = true;
         try { await api(`/api/v2/training/job/${job.job_id}/cancel`, { method: "POST", signal }); }
         catch (error) { alert(error.message); }
-        refresh();
+        detach(refresh());
       } }, "Cancel") : ""),
     ))));
 }
@@ -171,7 +171,7 @@ function startForm(meta, signal, onStarted) {
       } else {
         result.replaceChildren("Started ", h("a", { href: `#/job/${answer.job_id}` }, answer.job_id));
       }
-      onStarted();
+      detach(onStarted());
     } catch (error) {
       showErrors(form, error, "start-error");
     } finally {
