@@ -251,7 +251,13 @@ async def test_the_chart_endpoints_follow_the_apis_rules(
         assert page["count"] + rest["count"] == 3_000
         assert rest["next_start"] is None
 
+        gaps = await client.get("/api/v2/data/gaps", params=MARKET)
+        assert gaps.status_code == 200, gaps.text
+        assert gaps.json()["total"] == 0  # the shared file's first rows have none
+
         cases: list[tuple[str, dict[str, Any], int, str | None]] = [
+            ("/api/v2/data/gaps", {**MARKET, "symbol": "ETH/USDT"}, 404, None),
+            ("/api/v2/data/gaps", {"exchange": "binanceus"}, 422, "symbol"),
             ("/api/v2/data/candles", {**MARKET, "limit": 5001}, 422, "limit"),
             ("/api/v2/data/candles", {**MARKET, "start": "yesterday"}, 422, "start"),
             (
@@ -274,7 +280,7 @@ async def test_the_chart_endpoints_follow_the_apis_rules(
             assert body["request_id"]
             if field is not None:
                 assert field in {e["field"] for e in body["errors"]}, body
-        for path in ("/api/v2/data/candles", "/api/v2/configs/x/backtest"):
+        for path in ("/api/v2/data/candles", "/api/v2/data/gaps", "/api/v2/configs/x/backtest"):
             refused = await anonymous.get(path, params=MARKET)
             assert refused.status_code == 401
             assert refused.headers["www-authenticate"].startswith("Bearer")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.integration.flows import excerpt
-from tradepulse.common.contracts.charts import GetCandles
+from tradepulse.common.contracts.charts import GetCandles, GetGaps
 from tradepulse.common.contracts.market import CandlesIngested, DatasetKey, IngestRequested
 from tradepulse.ingest import handlers
 from tradepulse.quant import load_candles
@@ -57,3 +57,26 @@ async def test_an_unknown_dataset_is_not_found(deps: handlers.Deps) -> None:
     other = DatasetKey(exchange="binance", symbol="ETH/USDT", timeframe="5m")
     reply = await handlers.candles(GetCandles(dataset=other), deps)
     assert (reply.found, reply.time) == (False, [])
+
+
+async def test_the_gaps_are_the_ones_the_import_found(
+    deps: handlers.Deps, tmp_path: Path, shared_candles_path: Path
+) -> None:
+    whole = excerpt(shared_candles_path, 1_000, tmp_path / "whole.csv")
+    lines = whole.read_text().splitlines(keepends=True)
+    # Rows 301..310 and 701 (1-based after the header) left out: two gaps, 10 and 1 missing.
+    holed = tmp_path / "holed.csv"
+    holed.write_text("".join(lines[:301] + lines[311:701] + lines[702:]))
+    stored = await handlers.ingest(
+        IngestRequested(request_id="g-1", dataset=BTC, source="file", path=str(holed)), deps
+    )
+    assert isinstance(stored, CandlesIngested), stored
+    t = load_candles(whole).open_time
+    reply = await handlers.gaps(GetGaps(dataset=BTC), deps)
+    assert (reply.found, reply.total) == (True, 2)
+    assert [(g.after_time, g.next_time, g.missing) for g in reply.gaps] == [
+        (int(t[299]), int(t[310]), 10),
+        (int(t[699]), int(t[701]), 1),
+    ]
+    other = DatasetKey(exchange="binance", symbol="ETH/USDT", timeframe="5m")
+    assert (await handlers.gaps(GetGaps(dataset=other), deps)).found is False

@@ -13,7 +13,13 @@ from typing import Any
 import asyncpg
 import numpy as np
 
-from tradepulse.common.contracts.charts import CandlesReply, GetCandles
+from tradepulse.common.contracts.charts import (
+    MAX_GAPS_PER_REPLY,
+    CandlesReply,
+    GapsReply,
+    GetCandles,
+    GetGaps,
+)
 from tradepulse.common.contracts.market import (
     CandlesIngested,
     CoverageQuery,
@@ -164,6 +170,15 @@ async def candles(query: GetCandles, deps: Deps) -> CandlesReply:
         close=close.astype(np.float64).tolist(),
         volume=volume.astype(np.float64).tolist(),
         next_start_ms=int(columns[0][query.limit]) if more else None,
+    )
+
+
+async def gaps(query: GetGaps, deps: Deps) -> GapsReply:
+    found = await retrying(lambda: repository.read_gaps(deps.pool, query.dataset))
+    if found is None:
+        return GapsReply(dataset=query.dataset, found=False)
+    return GapsReply(
+        dataset=query.dataset, found=True, total=len(found), gaps=found[:MAX_GAPS_PER_REPLY]
     )
 
 

@@ -171,6 +171,21 @@ async def read_candle_range(
     return decode_copy(b"".join(parts))
 
 
+async def read_gaps(pool: asyncpg.Pool, key: DatasetKey) -> list[GapInfo] | None:
+    """The dataset's gaps as its last import recorded them; None when it is not known."""
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            """SELECT gap_report FROM market.datasets
+               WHERE exchange = $1 AND symbol = $2 AND timeframe = $3""",
+            *_key(key),
+        )
+    if row is None:
+        return None
+    report = row["gap_report"]
+    items = json.loads(report) if isinstance(report, str) else report
+    return [GapInfo.model_validate(g) for g in items or []]
+
+
 async def save_dataset(
     conn: asyncpg.Connection, coverage: DatasetCoverage, gaps: list[GapInfo]
 ) -> None:

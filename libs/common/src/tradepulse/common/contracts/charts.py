@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from tradepulse.common.contracts.base import Contract, Message
-from tradepulse.common.contracts.market import DatasetKey
+from tradepulse.common.contracts.market import DatasetKey, GapInfo
 from tradepulse.common.contracts.training import (
     BacktestSettingsModel,
     DataWindow,
@@ -20,6 +20,7 @@ MAX_EQUITY_POINTS = 20_000
 MIN_EQUITY_POINTS = 10
 MAX_TRADES_PER_REPLY = 1_000
 MAX_CANDLES_PER_REPLY = 5_000
+MAX_GAPS_PER_REPLY = 5_000
 # How the equity curve is thinned (tradepulse.quant.downsample.extrema_indices).
 DOWNSAMPLING = "minmax-per-bucket"
 
@@ -127,3 +128,17 @@ class CandlesReply(Message):
     close: list[float] = Field(default_factory=list)
     volume: list[float] = Field(default_factory=list)
     next_start_ms: int | None = None
+
+
+class GetGaps(Message):
+    """Every gap of a dataset as its last import found them (in time order), at most
+    MAX_GAPS_PER_REPLY: the first ones."""
+
+    dataset: DatasetKey
+
+
+class GapsReply(Message):
+    dataset: DatasetKey
+    found: bool
+    total: int = Field(default=0, ge=0)
+    gaps: list[GapInfo] = Field(default_factory=list, max_length=MAX_GAPS_PER_REPLY)

@@ -130,6 +130,10 @@ class Names:
         return f"{self.prefix}.rpc.market.candles"
 
     @property
+    def get_gaps(self) -> str:
+        return f"{self.prefix}.rpc.market.gaps"
+
+    @property
     def list_configs(self) -> str:
         return f"{self.prefix}.rpc.registry.configs"
 

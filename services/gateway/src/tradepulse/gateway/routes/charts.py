@@ -1,6 +1,7 @@
 """What the dashboard's charts read, through the services like everything else:
 `GET /api/v2/configs/{id}/backtest` (the trainer re-runs the configuration on its stored
-window) and `GET /api/v2/data/candles` (a page of a dataset's candles from ingest)."""
+window) and `GET /api/v2/data/candles` (a page of a dataset's candles from ingest) and
+`GET /api/v2/data/gaps` (where a dataset has none)."""
 
 from __future__ import annotations
 
@@ -19,14 +20,16 @@ from tradepulse.common.contracts.charts import (
     MIN_EQUITY_POINTS,
     BacktestReply,
     CandlesReply,
+    GapsReply,
     GetCandles,
+    GetGaps,
     RunBacktest,
 )
 from tradepulse.common.contracts.market import DatasetKey
 from tradepulse.common.contracts.registry import ConfigReply, GetConfig
 from tradepulse.gateway.deps import GatewayDep, ReadKeyDep
 from tradepulse.gateway.errors import ERRORS, InvalidInputError, NotFoundError
-from tradepulse.gateway.schemas.charts import BacktestOut, CandlesOut
+from tradepulse.gateway.schemas.charts import BacktestOut, CandlesOut, GapsOut, GapSpanOut
 from tradepulse.gateway.schemas.common import (
     ExchangeName,
     Moment,
@@ -159,4 +162,41 @@ async def candles(
         close=reply.close,
         volume=reply.volume,
         next_start=None if reply.next_start_ms is None else iso_ms(reply.next_start_ms),
+    )
+
+
+@router.get(
+    "/api/v2/data/gaps",
+    response_model=GapsOut,
+    summary="A dataset's gaps, in time order",
+    responses={**ERRORS, 404: {"description": "no such dataset"}},
+)
+async def gaps(
+    gw: GatewayDep,
+    _: ReadKeyDep,
+    exchange: Annotated[ExchangeName, Query()],
+    symbol: Annotated[Symbol, Query()],
+    timeframe: Annotated[Timeframe, Query()],
+) -> GapsOut:
+    key = DatasetKey(exchange=exchange, symbol=symbol, timeframe=timeframe)
+    reply = await gw.backend.request(
+        gw.names.get_gaps, GetGaps(dataset=key), GapsReply, service="ingest"
+    )
+    if not reply.found:
+        raise NotFoundError(f"no dataset {exchange} {symbol} {timeframe}")
+    return GapsOut(
+        exchange=exchange,
+        symbol=symbol,
+        timeframe=timeframe,
+        total=reply.total,
+        gaps=[
+            GapSpanOut(
+                after=iso_ms(g.after_time),
+                next=iso_ms(g.next_time),
+                after_ms=g.after_time,
+                next_ms=g.next_time,
+                missing=g.missing,
+            )
+            for g in reply.gaps
+        ],
     )

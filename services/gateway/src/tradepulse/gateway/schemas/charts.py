@@ -35,3 +35,19 @@ class CandlesOut(BaseModel):
     next_start: str | None = Field(
         description="ISO 8601 open time to ask from for the rest of the range; null at its end"
     )
+
+
+class GapSpanOut(BaseModel):
+    after: str = Field(description="open time of the candle before the gap")
+    next: str = Field(description="open time of the candle after it")
+    after_ms: int
+    next_ms: int
+    missing: int
+
+
+class GapsOut(BaseModel):
+    exchange: str
+    symbol: str
+    timeframe: str
+    total: int = Field(description="every gap of the dataset; `gaps` lists the first 5,000")
+    gaps: list[GapSpanOut]

@@ -6,6 +6,9 @@ import { clearErrors, showErrors } from "./jobs.js";
 
 export async function dataPage(view, signal) {
   const coverage = await api("/api/v2/data/coverage", { signal });
+  const gaps = await Promise.all(coverage.datasets.map((d) => api(
+    `/api/v2/data/gaps?${new URLSearchParams({ exchange: d.exchange, symbol: d.symbol, timeframe: d.timeframe })}`,
+    { signal })));
   const chartEl = h("div", { class: "chart short", id: "coverage-chart" });
   const form = uploadForm(view, signal);
   view.replaceChildren(
@@ -22,28 +25,37 @@ export async function dataPage(view, signal) {
       { label: "content hash", cell: (d) => h("code", {}, d.content_hash.slice(0, 12)) },
       { label: "updated", cell: (d) => when(d.updated_at) },
     ], coverage.datasets, { id: "datasets" }) : h("p", { class: "muted" }, "No datasets: upload candles below.")),
-    h("section", { class: "panel" }, h("h2", {}, "Coverage (the line breaks at each dataset's largest gap)"), chartEl),
+    h("section", { class: "panel" }, h("h2", {}, "Coverage (each line breaks at the dataset's gaps)"), chartEl,
+      gapsTable(coverage.datasets, gaps)),
     h("section", { class: "panel" }, h("h2", {}, "Upload candles"), form));
-  if (coverage.datasets.length) drawCoverage(chartEl, coverage.datasets);
+  if (coverage.datasets.length) drawCoverage(chartEl, coverage.datasets, gaps);
 }
 
-function drawCoverage(el, datasets) {
+function gapsTable(datasets, gaps) {
+  const rows = gaps.flatMap((g, i) => g.gaps.map((gap) => ({ ...gap, dataset: datasets[i] })));
+  if (!rows.length) return h("p", { class: "muted small" }, "No gaps.");
+  return h("div", {}, h("h3", {}, "Gaps"), table([
+    { label: "dataset", cell: (r) => `${r.dataset.symbol} ${r.dataset.timeframe}` },
+    { label: "after", cell: (r) => when(r.after) },
+    { label: "next", cell: (r) => when(r.next) },
+    { label: "missing candles", num: true, cell: (r) => num(r.missing) },
+  ], rows.slice(0, 50), { id: "gaps" }), rows.length > 50 ? h("p", { class: "muted small" }, `first 50 of ${rows.length}`) : null);
+}
+
+function drawCoverage(el, datasets, gaps) {
+  // Each dataset is a line from its first to its last candle, with a null (a break) inside
+  // each gap: the x values are every span's ends and every gap's ends and middles.
   const marks = new Set();
-  for (const d of datasets) {
+  datasets.forEach((d, i) => {
     marks.add(d.first_ms / 1000).add(d.last_ms / 1000);
-    if (d.largest_gap) marks.add(Date.parse(d.largest_gap.after) / 1000).add(Date.parse(d.largest_gap.next) / 1000);
-  }
-  const xs = [...marks].sort((a, b) => a - b);
-  const rows = datasets.map((d, i) => {
-    const gapFrom = d.largest_gap ? Date.parse(d.largest_gap.after) / 1000 : null;
-    const gapTo = d.largest_gap ? Date.parse(d.largest_gap.next) / 1000 : null;
-    return xs.map((t) => {
-      if (t < d.first_ms / 1000 || t > d.last_ms / 1000) return null;
-      if (gapFrom !== null && t > gapFrom && t < gapTo) return null;
-      return i;
-    });
+    for (const g of gaps[i].gaps) marks.add(g.after_ms / 1000).add(g.next_ms / 1000).add((g.after_ms + g.next_ms) / 2000);
   });
-  // A gap is drawn as a break: a null between its two ends.
+  const xs = [...marks].sort((a, b) => a - b);
+  const rows = datasets.map((d, i) => xs.map((t) => {
+    if (t < d.first_ms / 1000 || t > d.last_ms / 1000) return null;
+    if (gaps[i].gaps.some((g) => t > g.after_ms / 1000 && t < g.next_ms / 1000)) return null;
+    return i;
+  }));
   timelineChart("coverage", el, xs, rows, datasets.map((d) => `${d.symbol} ${d.timeframe}`));
 }
 
