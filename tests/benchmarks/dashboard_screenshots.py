@@ -2,8 +2,9 @@
 
     scripts/screenshots            # or: .venv/bin/python -m tests.benchmarks.dashboard_screenshots
 
-Starts its own system (own namespace and database), uploads 20,000 BTC 5m candles, runs a
-job and a three-seed ensemble from the API, then opens each page in Debian's Chromium.
+Starts its own system (own namespace and database), uploads 20,000 BTC 5m candles (and the
+whole shared file as a second dataset, for its gap), runs a job and a three-seed ensemble from
+the API, then opens each page in Debian's Chromium.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 from playwright.async_api import ViewportSize
 
 from tests.benchmarks.dashboard_stack import dashboard_stack
-from tests.e2e.conftest import wait_job
+from tests.conftest import SHARED_CANDLES
+from tests.e2e.conftest import upload_candles, wait_job
 from tests.support.browser import chromium, chromium_missing, enter_key
 
 OUT = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
@@ -29,6 +31,9 @@ async def main() -> int:
         return 2
     OUT.mkdir(parents=True, exist_ok=True)
     async with dashboard_stack(rows=20_000, trainers=2) as stack:
+        # The whole shared file too, as the exchange it came from: its real gap (2023-03-24)
+        # shows on the data page.
+        await upload_candles(stack.client, SHARED_CANDLES, exchange="binance")
         job = await stack.job(n_iterations=300, lookback_candles=15_000, min_trades=5, pbo_blocks=8)
         config = await stack.config_of(job["job_id"])
         reply = await stack.client.post(

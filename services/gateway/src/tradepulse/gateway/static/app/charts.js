@@ -176,7 +176,7 @@ export function timelineChart(name, el, xs, rows, labels) {
     axes: [
       { stroke: COLORS.muted, grid: { stroke: COLORS.grid } },
       { stroke: COLORS.muted, grid: { show: false }, splits: () => rows.map((_, i) => i),
-        values: (_, s) => s.map((i) => labels[i] ?? ""), size: 170 },
+        values: (_, s) => s.map((i) => labels[i] ?? ""), size: 200 },
     ],
     series: [{ label: "time" }, ...rows.map((_, i) => ({
       label: labels[i], stroke: palette[i % palette.length], width: 10, spanGaps: false,

@@ -9,7 +9,7 @@ export async function dataPage(view, signal) {
   const gaps = await Promise.all(coverage.datasets.map((d) => api(
     `/api/v2/data/gaps?${new URLSearchParams({ exchange: d.exchange, symbol: d.symbol, timeframe: d.timeframe })}`,
     { signal })));
-  const chartEl = h("div", { class: "chart short", id: "coverage-chart" });
+  const chartEl = h("div", { id: "coverage-chart" });
   const form = uploadForm(view, signal);
   view.replaceChildren(
     h("h1", {}, "Data"),
@@ -35,7 +35,7 @@ function gapsTable(datasets, gaps) {
   const rows = gaps.flatMap((g, i) => g.gaps.map((gap) => ({ ...gap, dataset: datasets[i] })));
   if (!rows.length) return h("p", { class: "muted small" }, "No gaps.");
   return h("div", {}, h("h3", {}, "Gaps"), table([
-    { label: "dataset", cell: (r) => `${r.dataset.symbol} ${r.dataset.timeframe}` },
+    { label: "dataset", cell: (r) => `${r.dataset.exchange} ${r.dataset.symbol} ${r.dataset.timeframe}` },
     { label: "after", cell: (r) => when(r.after) },
     { label: "next", cell: (r) => when(r.next) },
     { label: "missing candles", num: true, cell: (r) => num(r.missing) },
@@ -56,7 +56,7 @@ function drawCoverage(el, datasets, gaps) {
     if (gaps[i].gaps.some((g) => t > g.after_ms / 1000 && t < g.next_ms / 1000)) return null;
     return i;
   }));
-  timelineChart("coverage", el, xs, rows, datasets.map((d) => `${d.symbol} ${d.timeframe}`));
+  timelineChart("coverage", el, xs, rows, datasets.map((d) => `${d.exchange} ${d.symbol} ${d.timeframe}`));
 }
 
 function uploadForm(view, signal) {
