@@ -22,7 +22,14 @@ DAY = 86_400_000
 
 
 def span(first: int, last: int) -> dict[str, Any]:
-    return {"first": first, "last": last, "first_ms": first * DAY, "last_ms": last * DAY}
+    """A BarSpan of issue 9's contract (bars as row numbers, open times in ms)."""
+    return {
+        "first_bar": first,
+        "last_bar": last,
+        "bars": last - first + 1,
+        "first_ms": first * DAY,
+        "last_ms": last * DAY,
+    }
 
 
 def fold(i: int) -> dict[str, Any]:
@@ -89,13 +96,88 @@ JOB: dict[str, Any] = {
 }
 
 
+CONFIG: dict[str, Any] = {
+    "config_id": "cfg_wf",
+    "job_id": "job_wf",
+    "status": "PAPER",
+    "strategy": "LIQUIDITY_SWEEP",
+    "exchange": "binanceus",
+    "symbol": "BTC/USDT",
+    "timeframe": "5m",
+    "params": {"reversal_candles": 3},
+    "metrics": {"sharpe_ratio": 1.2, "total_trades": 0},
+    "fingerprint": "f" * 64,
+    "created_at": "2026-01-01T00:00:00Z",
+    "lineage": {
+        "job_id": "job_wf",
+        "seed": 1,
+        "optimizer": "random",
+        "objective": "sharpe_ratio",
+        "regime": "any",
+        "sampler": "RandomSampler",
+        "sampler_version": "5",
+        "code_version": "c",
+        "exchange": "binanceus",
+        "symbol": "BTC/USDT",
+        "timeframe": "5m",
+        "content_hash": "h" * 16,
+        "first": "2026-01-01T00:00:00Z",
+        "last": "2026-01-02T00:00:00Z",
+        "settings": {},
+    },
+    "history": [
+        {
+            "from_status": None,
+            "to_status": "CANDIDATE",
+            "reason": "born",
+            "at": "x",
+            "actor": "registry",
+        },
+        {
+            "from_status": "CANDIDATE",
+            "to_status": "PAPER",
+            "reason": "gates",
+            "at": "y",
+            "actor": "registry",
+        },
+    ],
+    "validation": None,
+    "gates": [
+        {"name": "wfe", "value": 0.27, "comparison": ">=", "threshold": 0.25, "passed": True},
+        {"name": "oos_psr", "value": None, "comparison": ">=", "threshold": 0.9, "passed": False},
+    ],
+    "walk_forward": JOB["walk_forward"],
+}
+BACKTEST: dict[str, Any] = {
+    "config_id": "cfg_wf",
+    "fingerprint": "f" * 64,
+    "matches_config": True,
+    "metrics": {},
+    "trades_total": 0,
+    "offset": 0,
+    "limit": 1000,
+    "trades": [],
+    "equity": {
+        "method": "minmax-per-bucket",
+        "bars": 2,
+        "time": [0, 300_000],
+        "equity": [10_000.0, 10_100.0],
+        "drawdown": [0.0, 0.0],
+    },
+    "compute_ms": 1.0,
+}
+
+
 async def answer(route: Route) -> None:
     url = route.request.url.removeprefix(ORIGIN)
     path = url.split("?", 1)[0]
     if path.startswith("/api/"):
         body: Any = {"job_id": "job_wf", "total": 0, "limit": 1000, "offset": 0, "trials": []}
-        if path == "/api/v2/training/job/job_wf":
-            body = JOB
+        body = {
+            "/api/v2/training/job/job_wf": JOB,
+            "/api/v2/configs/cfg_wf": CONFIG,
+            "/api/v2/configs/cfg_wf/backtest": BACKTEST,
+        }.get(path, body)
         await route.fulfill(status=200, content_type="application/json", body=json.dumps(body))
         return
     file = STATIC / ("index.html" if path == "/" else path.removeprefix("/static/"))
@@ -126,4 +208,26 @@ async def test_a_walk_forward_job_shows_its_folds_and_stitched_record() -> None:
         assert folds == 1 + 2 * 3  # the time axis, then each fold's train and test spans
         bars = await page.evaluate("() => window.__tp.charts.importances.data[1]")
         assert bars == [0.7, 0.3]
+    assert console.errors == [], "\n".join(console.errors)
+
+
+async def test_a_configuration_shows_its_gates_and_walk_forward_record() -> None:
+    console = Console()
+    async with chromium() as browser:
+        page = await browser.new_page()
+        console.watch(page)
+        await page.route(f"{ORIGIN}/**", answer)
+        await page.add_init_script("sessionStorage.setItem('tradepulse.apiKey', 'k')")
+        await page.goto(f"{ORIGIN}/#/config/cfg_wf")
+        gates = await page.locator("#gates tbody tr").all_text_contents()
+        assert len(gates) == 2
+        assert "wfe" in gates[0]
+        assert "pass" in gates[0]
+        assert "fail" in gates[1]
+        await page.locator("#walk-forward #fold-table").wait_for()
+        await page.wait_for_function("() => window.__tp.charts['fold-sharpe']")
+        history = await page.locator("#status-history tbody tr").all_text_contents()
+        assert len(history) == 2
+        await page.wait_for_function("() => window.__tp.charts.equity")
+        assert await page.evaluate("() => window.__tp.charts.equity.equity.data().length") == 2
     assert console.errors == [], "\n".join(console.errors)

@@ -4,6 +4,7 @@
 import { api, detach } from "../api.js";
 import { candleChart, equityChart } from "../charts.js";
 import { errorBox, h, kv, msTime, num, status, table, when } from "../dom.js";
+import { drawLater, walkForwardPanel } from "./job.js";
 import { clearErrors, showErrors } from "./jobs.js";
 
 const PAGE = 25;
@@ -43,10 +44,13 @@ export async function configPage(view, signal, configId) {
       h("section", { class: "panel" }, h("h2", {}, "Lineage"), lineagePanel(config)),
       h("section", { class: "panel" }, h("h2", {}, "Status"), statusPanel(config, view, signal))),
     gatesPanel(config),
+    walkForwardPanel(config),
     h("section", { class: "panel" }, h("h2", {}, "Equity and drawdown"), equityEl, h("p", { class: "muted small", id: "equity-note" })),
     h("section", { class: "panel" }, h("h2", {}, "Trades on the price"), rangeForm, candlesEl),
     h("section", { class: "panel" }, h("h2", {}, "Trades"), tradesEl));
 
+  // The walk-forward section's charts (a configuration of a walk-forward job carries it).
+  if (config.walk_forward) drawLater(view, { walk_forward: config.walk_forward });
   let backtest;
   try {
     backtest = await api(`/api/v2/configs/${configId}/backtest?points=2000`, { signal });
@@ -211,6 +215,7 @@ function gatesPanel(config) {
   return h("section", { class: "panel", id: "gates" }, h("h2", {}, "Lifecycle gates"), table([
     { label: "gate", cell: (g) => g.name ?? g.gate },
     { label: "value", num: true, cell: (g) => num(g.value, 4) },
+    { label: "", cell: (g) => g.comparison ?? "" },
     { label: "threshold", num: true, cell: (g) => num(g.threshold, 4) },
     { label: "verdict", cell: (g) => {
       const ok = g.passed !== undefined ? g.passed : g.verdict === true || g.verdict === "pass";

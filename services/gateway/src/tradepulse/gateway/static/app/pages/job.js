@@ -136,7 +136,7 @@ function validationPanel(job) {
   return panel;
 }
 
-function walkForwardPanel(job) {
+export function walkForwardPanel(job) {
   const wf = job.walk_forward;
   if (!wf) return h("div", {});
   const folds = wf.fold_results || [];
@@ -157,8 +157,9 @@ function walkForwardPanel(job) {
       { label: "OOS Sharpe", num: true, cell: (f) => num(f.test_metrics ? f.test_metrics.sharpe_ratio : null) },
       { label: "OOS net", num: true, cell: (f) => num(f.test_metrics ? f.test_metrics.net_profit : null, 2) },
       { label: "OOS trades", num: true, cell: (f) => num(f.test_trades) },
+      { label: "capital in", num: true, cell: (f) => num(f.initial_capital, 2) },
       { label: "efficiency", num: true, cell: (f) => num(f.efficiency) },
-    ], folds, { id: "fold-table" }),
+    ], folds, { id: "fold-table", class: "wrap" }),
     wf.dispersion ? h("div", {}, h("h3", {}, "Parameter dispersion across folds"),
       kv(Object.entries(wf.dispersion).map(([k, v]) => [k, num(v, 4)]))) : null);
   return panel;
@@ -167,7 +168,7 @@ function walkForwardPanel(job) {
 function spanText(span) {
   const a = spanMs(span, "first"), b = spanMs(span, "last");
   const times = Number.isFinite(a) && Number.isFinite(b) ? ` ${msTime(a)} → ${msTime(b)}` : "";
-  return `${span.first ?? "?"}–${span.last ?? "?"}${times}`;
+  return `${span.first_bar ?? "?"}–${span.last_bar ?? "?"}${times}`;
 }
 
 // The spans' open times, whichever name the walk-forward report gives them.
@@ -176,7 +177,7 @@ function spanMs(span, which) {
   return typeof value === "number" ? value : Date.parse(value);
 }
 
-function drawLater(root, job) {
+export function drawLater(root, job) {
   const imp = job.param_importances;
   const impEl = root.querySelector("#importances-chart");
   if (impEl && imp) {
