@@ -300,6 +300,12 @@ class MemoryJobStore:
         if job is not None and job.status == "running":
             self._update(job_id, walk_forward=report)
 
+    async def store_importances(self, job_id: str, importances: dict[str, float]) -> None:
+        self.calls.append("store_importances")
+        job = self.jobs.get(job_id)
+        if job is not None and job.status == "running":
+            self._update(job_id, param_importances=importances)
+
     async def ensemble_jobs(self, ensemble_id: str) -> list[EnsembleJob]:
         self.calls.append("ensemble_jobs")
         members = [j for j in self.jobs.values() if j.request.ensemble_id == ensemble_id]

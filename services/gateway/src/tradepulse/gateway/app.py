@@ -11,12 +11,9 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import metadata
-from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
-from fastapi.responses import FileResponse
-from fastapi.staticfiles import StaticFiles
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from pydantic import ValidationError
@@ -24,12 +21,13 @@ from pydantic import ValidationError
 from tradepulse.common.contracts.market import CandlesIngested, IngestFailed
 from tradepulse.common.logging import configure_logging, get_logger
 from tradepulse.common.metrics import serve_metrics
-from tradepulse.gateway import errors
+from tradepulse.gateway import dashboard, errors
 from tradepulse.gateway.auth import ApiKeys
 from tradepulse.gateway.backend import Backend, decode
 from tradepulse.gateway.metrics import GatewayMetrics
 from tradepulse.gateway.middleware import GatewayMiddleware
 from tradepulse.gateway.routes import (
+    charts,
     config_status,
     configs,
     data,
@@ -43,7 +41,6 @@ from tradepulse.gateway.state import Gateway
 from tradepulse.gateway.tracking import RecentJobs
 
 SERVICE = "gateway"
-STATIC = Path(__file__).parent / "static"
 GRACEFUL_SHUTDOWN_S = 5
 
 log = get_logger(__name__)
@@ -128,15 +125,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     )
     app.state.gateway = gw
     errors.install(app)
-    for module in (training, ensembles, configs, config_status, data, strategies, health):
+    for module in (training, ensembles, configs, config_status, charts, data, strategies, health):
         app.include_router(module.router)
-    if STATIC.is_dir():
-        app.mount("/static", StaticFiles(directory=STATIC), name="static")
-
-        @app.get("/", include_in_schema=False)
-        async def dashboard() -> FileResponse:
-            return FileResponse(STATIC / "index.html")
-
+    dashboard.install(app)
     app.add_middleware(GatewayMiddleware, settings=settings, keys=keys, metrics=metrics)
     return app
 

@@ -13,6 +13,13 @@ from typing import Any
 import asyncpg
 import numpy as np
 
+from tradepulse.common.contracts.charts import (
+    MAX_GAPS_PER_REPLY,
+    CandlesReply,
+    GapsReply,
+    GetCandles,
+    GetGaps,
+)
 from tradepulse.common.contracts.market import (
     CandlesIngested,
     CoverageQuery,
@@ -140,6 +147,40 @@ async def coverage(query: CoverageQuery, deps: Deps) -> CoverageReply:
         lambda: repository.list_datasets(deps.pool, query.exchange, query.symbol, query.timeframe)
     )
     return CoverageReply(datasets=found)
+
+
+async def candles(query: GetCandles, deps: Deps) -> CandlesReply:
+    """A page of a dataset's candles; one more row than asked is read to know whether the
+    range goes on, and where the next page starts."""
+    columns = await retrying(
+        lambda: repository.read_candle_range(
+            deps.pool, query.dataset, query.start_ms, query.end_ms, query.limit + 1
+        )
+    )
+    if columns is None:
+        return CandlesReply(dataset=query.dataset, found=False)
+    open_time, open_, high, low, close, volume = (c[: query.limit] for c in columns)
+    more = len(columns[0]) > query.limit
+    return CandlesReply(
+        dataset=query.dataset,
+        found=True,
+        time=open_time.astype(np.int64).tolist(),
+        open=open_.astype(np.float64).tolist(),
+        high=high.astype(np.float64).tolist(),
+        low=low.astype(np.float64).tolist(),
+        close=close.astype(np.float64).tolist(),
+        volume=volume.astype(np.float64).tolist(),
+        next_start_ms=int(columns[0][query.limit]) if more else None,
+    )
+
+
+async def gaps(query: GetGaps, deps: Deps) -> GapsReply:
+    found = await retrying(lambda: repository.read_gaps(deps.pool, query.dataset))
+    if found is None:
+        return GapsReply(dataset=query.dataset, found=False)
+    return GapsReply(
+        dataset=query.dataset, found=True, total=len(found), gaps=found[:MAX_GAPS_PER_REPLY]
+    )
 
 
 async def _from_file(request: IngestRequested, deps: Deps) -> Received:

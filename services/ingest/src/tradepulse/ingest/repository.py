@@ -45,6 +45,12 @@ _SELECT_DATASET = """
     SELECT open_time, open, high, low, close, volume FROM market.candles
     WHERE exchange = $1 AND symbol = $2 AND timeframe = $3 ORDER BY open_time"""
 
+_SELECT_RANGE = """
+    SELECT open_time, open, high, low, close, volume FROM market.candles
+    WHERE exchange = $1 AND symbol = $2 AND timeframe = $3
+      AND ($4::bigint IS NULL OR open_time >= $4) AND ($5::bigint IS NULL OR open_time < $5)
+    ORDER BY open_time LIMIT $6"""
+
 # The anti-join skips the candles already stored before the insert sees them; the conflict
 # clause still guards the key, and the command tag counts only the rows really added.
 _INSERT_STAGED = """
@@ -136,6 +142,48 @@ async def read_candles(conn: asyncpg.Connection, key: DatasetKey) -> list[np.nda
 
     await conn.copy_from_query(_SELECT_DATASET, *_key(key), output=sink, format="binary")
     return decode_copy(b"".join(parts))
+
+
+async def read_candle_range(
+    pool: asyncpg.Pool,
+    key: DatasetKey,
+    start_ms: int | None,
+    end_ms: int | None,
+    limit: int,
+) -> list[np.ndarray] | None:
+    """Up to `limit` candles with start_ms <= open_time < end_ms in time order, as the
+    columns of `COLUMNS`; None when the dataset is not known."""
+    async with pool.acquire() as conn:
+        known = await conn.fetchval(
+            "SELECT 1 FROM market.datasets WHERE exchange = $1 AND symbol = $2 AND timeframe = $3",
+            *_key(key),
+        )
+        if known is None:
+            return None
+        parts: list[bytes] = []
+
+        async def sink(chunk: bytes) -> None:
+            parts.append(chunk)
+
+        await conn.copy_from_query(
+            _SELECT_RANGE, *_key(key), start_ms, end_ms, limit, output=sink, format="binary"
+        )
+    return decode_copy(b"".join(parts))
+
+
+async def read_gaps(pool: asyncpg.Pool, key: DatasetKey) -> list[GapInfo] | None:
+    """The dataset's gaps as its last import recorded them; None when it is not known."""
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            """SELECT gap_report FROM market.datasets
+               WHERE exchange = $1 AND symbol = $2 AND timeframe = $3""",
+            *_key(key),
+        )
+    if row is None:
+        return None
+    report = row["gap_report"]
+    items = json.loads(report) if isinstance(report, str) else report
+    return [GapInfo.model_validate(g) for g in items or []]
 
 
 async def save_dataset(

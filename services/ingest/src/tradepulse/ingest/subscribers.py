@@ -6,6 +6,7 @@ from __future__ import annotations
 import structlog
 
 from tradepulse.common.bus import publish
+from tradepulse.common.contracts.charts import GetCandles, GetGaps
 from tradepulse.common.contracts.market import (
     CandlesIngested,
     CoverageQuery,
@@ -38,7 +39,7 @@ def ack_policy(settings: IngestSettings) -> AckPolicy:
 
 
 async def register(rt: Runtime[IngestSettings], deps: handlers.Deps) -> None:
-    """The ingest work-queue consumer and the coverage and import-status responders."""
+    """The ingest work-queue consumer and the coverage, candles, gaps and import-status responders."""
     names = rt.names
 
     async def on_ingest_requested(request: IngestRequested) -> None:
@@ -72,6 +73,10 @@ async def register(rt: Runtime[IngestSettings], deps: handlers.Deps) -> None:
     await rt.respond(
         names.coverage, CoverageQuery, lambda q: handlers.coverage(q, deps), name="coverage"
     )
+    await rt.respond(
+        names.get_candles, GetCandles, lambda q: handlers.candles(q, deps), name="get_candles"
+    )
+    await rt.respond(names.get_gaps, GetGaps, lambda q: handlers.gaps(q, deps), name="get_gaps")
     await rt.respond(
         names.get_ingest, GetIngest, lambda q: handlers.ingest_status(q, deps), name="get_ingest"
     )

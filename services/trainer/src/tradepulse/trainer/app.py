@@ -156,6 +156,12 @@ async def setup(rt: Runtime[TrainerSettings]) -> None:
         lambda r: queries.get_ensemble(r, deps),
         name="get_ensemble",
     )
+    await rt.respond(
+        names.run_backtest,
+        queries.RunBacktest,
+        lambda r: queries.backtest(r, deps),
+        name="run_backtest",
+    )
 
     async def on_cancel_broadcast(msg: Msg) -> None:
         deps.cancels.cancel(msg.subject.rsplit(".", 1)[-1])

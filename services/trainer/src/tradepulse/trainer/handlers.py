@@ -27,6 +27,7 @@ from tradepulse.quant import QuantError, get_strategy, last_window, range_window
 from tradepulse.trainer import folds, plan
 from tradepulse.trainer.deps import Deps
 from tradepulse.trainer.errors import JobError, JobHeldElsewhereError
+from tradepulse.trainer.importances import record_importances
 from tradepulse.trainer.optimizer import SamplerSpec
 from tradepulse.trainer.ports import EvaluatedTrial
 from tradepulse.trainer.study import StudyRunner, StudySpec
@@ -142,6 +143,7 @@ async def complete_job(
             job_id, f"none of the {n} trials produced a usable {request.objective}{example}", deps
         )
     await record_report(deps.store, deps.cache, request, window, best.number)
+    await record_importances(request, results, deps)
     await deps.store.finish(job_id, "completed")
     await publish_terminal(job_id, deps)
     return "completed"
@@ -218,7 +220,9 @@ async def complete_walk_forward(
     report, final_validation = await asyncio.to_thread(folds.build_report, fold_plan, data)
     await deps.store.store_validation(job_id, final_validation)
     await deps.store.store_walk_forward(job_id, report)
-    log.info("walk-forward report stored", job_id=job_id, wfe=report.wfe, oos_psr=report.oos.psr)
+    log.info("walk_forward_report_stored", job_id=job_id, wfe=report.wfe, oos_psr=report.oos.psr)
+    # The configuration is the final optimization's best: its importances are the job's.
+    await record_importances(request, results[-1], deps)
     await deps.store.finish(job_id, "completed")
     await publish_terminal(job_id, deps)
     return "completed"

@@ -58,6 +58,7 @@ class JobRow:
     finished_at: datetime | None
     validation: ValidationReport | None = None
     walk_forward: WalkForwardReport | None = None
+    param_importances: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,10 @@ class JobStore(Protocol):
 
     async def store_walk_forward(self, job_id: str, report: WalkForwardReport) -> None:
         """Record a running job's walk-forward report (any other status: left as it is)."""
+        ...
+
+    async def store_importances(self, job_id: str, importances: dict[str, float]) -> None:
+        """Record a running job's parameter importances (any other status: left as it is)."""
         ...
 
     async def ensemble_jobs(self, ensemble_id: str) -> list[EnsembleJob]:

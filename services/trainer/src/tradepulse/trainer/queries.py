@@ -1,4 +1,4 @@
-"""Requests the trainer answers: cancel a job, read jobs and trials.
+"""Requests the trainer answers: cancel a job, read jobs and trials, re-run a backtest.
 
 Each is a `Responder` of the common skeleton (app.setup registers them with `Runtime.respond`),
 which decodes the request and turns an exception into an `ErrorReply` whose code survives the
@@ -9,8 +9,20 @@ UNAVAILABLE. An unknown id is not an error: the reply says it was not found (`fo
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 
+import numpy as np
+
+from tradepulse.common.contracts.base import (
+    INVALID_REQUEST,
+    NOT_FOUND,
+    ErrorReply,
+)
+from tradepulse.common.contracts.charts import BacktestReply, EquityCurve, TradeView
+
+# Re-exported: the trainer's app registers the responder with it.
+from tradepulse.common.contracts.charts import RunBacktest as RunBacktest
 from tradepulse.common.contracts.training import (
     CancelJob,
     CancelReply,
@@ -25,7 +37,10 @@ from tradepulse.common.contracts.training import (
     TrialsReply,
     TrialView,
 )
+from tradepulse.quant import BacktestSettings, QuantError, get_strategy, run_backtest
+from tradepulse.quant.downsample import drawdown, extrema_indices
 from tradepulse.trainer.deps import Deps
+from tradepulse.trainer.errors import SnapshotMissingError
 from tradepulse.trainer.handlers import publish_terminal
 from tradepulse.trainer.ports import StoredTrial
 from tradepulse.trainer.validation import ensemble_view
@@ -105,6 +120,7 @@ async def job_view(job_id: str, deps: Deps) -> JobView | None:
         finished_at=_iso(job.finished_at),
         validation=job.validation,
         walk_forward=job.walk_forward,
+        param_importances=job.param_importances,
     )
 
 
@@ -120,4 +136,60 @@ def trial_view(t: StoredTrial, n_iterations: int) -> TrialView:
         duration_ms=t.duration_ms,
         replica=t.replica,
         reason=t.reason,
+    )
+
+
+async def backtest(request: RunBacktest, deps: Deps) -> BacktestReply | ErrorReply:
+    """Re-run a configuration on its whole stored window (from the dataset cache), so the
+    fingerprint is the one the job computed; then keep the trades entered in
+    [start_ms, end_ms) and the equity of the bars opening there, thinned to `points` by
+    min/max per bucket (the drawdown's trough per bucket kept too).
+
+    A missing snapshot is not_found; parameters, settings or a regime the core refuses are an
+    invalid request.
+    """
+    started = time.perf_counter()
+    try:
+        strategy = get_strategy(request.strategy)
+        candles, prepared = await deps.cache.window(request.strategy, request.window)
+        result = run_backtest(
+            candles,
+            strategy,
+            strategy.parse_params(request.params),
+            BacktestSettings(**request.settings.model_dump()),
+            regime=request.regime,  # type: ignore[arg-type]  # the core checks it
+            trade_from=request.window.trade_from,
+            prepared=prepared,
+        )
+    except SnapshotMissingError as exc:
+        return ErrorReply(error=str(exc), code=NOT_FOUND)
+    except (QuantError, ValueError, KeyError) as exc:
+        return ErrorReply(error=f"cannot backtest this configuration: {exc}", code=INVALID_REQUEST)
+    equity = result.equity
+    times = candles.open_time[len(candles.open_time) - len(equity) :]
+    low = 0 if request.start_ms is None else int(np.searchsorted(times, request.start_ms))
+    high = len(times) if request.end_ms is None else int(np.searchsorted(times, request.end_ms))
+    span = equity[low:high]
+    under = drawdown(equity)[low:high]
+    keep = extrema_indices(span, request.points, (under,)) if len(span) else np.arange(0)
+    trades = [
+        t
+        for t in result.trades
+        if (request.start_ms is None or t.entry_time >= request.start_ms)
+        and (request.end_ms is None or t.entry_time < request.end_ms)
+    ]
+    page = trades[request.trade_offset : request.trade_offset + request.trade_limit]
+    return BacktestReply(
+        fingerprint=result.fingerprint,
+        metrics=result.metrics,
+        trades_total=len(trades),
+        trade_offset=request.trade_offset,
+        trades=[TradeView(**t.to_dict()) for t in page],
+        equity=EquityCurve(
+            bars=len(span),
+            time=times[low:high][keep].tolist(),
+            equity=span[keep].tolist(),
+            drawdown=under[keep].tolist(),
+        ),
+        compute_ms=(time.perf_counter() - started) * 1000,
     )

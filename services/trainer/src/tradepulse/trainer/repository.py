@@ -26,7 +26,8 @@ from tradepulse.trainer.ports import EnsembleJob, EvaluatedTrial, JobRow, Stored
 
 _JOB_COLUMNS = """job_id, request, status, progress, trials_done, n_iterations, best_trial,
     best_value, error, sampler, sampler_version, batch_size, data_window, holder, lease_until,
-    cancel_requested, created_at, started_at, finished_at, validation, walk_forward"""
+    cancel_requested, created_at, started_at, finished_at, validation, walk_forward,
+    param_importances"""
 _TRIAL_COLUMNS = """number, params, state, value, metrics, fingerprint, duration_ms, replica,
     reason, system_attrs, block_sums"""
 
@@ -341,6 +342,14 @@ class TrainingRepository:
                WHERE job_id = $1 AND status = 'running'""",
             job_id,
             report.model_dump(mode="json"),
+        )
+
+    async def store_importances(self, job_id: str, importances: dict[str, float]) -> None:
+        await self._execute(
+            """UPDATE training.jobs SET param_importances = $2, updated_at = now()
+               WHERE job_id = $1 AND status = 'running'""",
+            job_id,
+            importances,
         )
 
     async def ensemble_jobs(self, ensemble_id: str) -> list[EnsembleJob]:

@@ -122,6 +122,18 @@ class Names:
         return f"{self.prefix}.rpc.training.trials"
 
     @property
+    def run_backtest(self) -> str:
+        return f"{self.prefix}.rpc.training.backtest"
+
+    @property
+    def get_candles(self) -> str:
+        return f"{self.prefix}.rpc.market.candles"
+
+    @property
+    def get_gaps(self) -> str:
+        return f"{self.prefix}.rpc.market.gaps"
+
+    @property
     def list_configs(self) -> str:
         return f"{self.prefix}.rpc.registry.configs"
 

@@ -437,6 +437,9 @@ class JobView(Contract):
     walk_forward: WalkForwardReport | None = Field(
         default=None, description="a completed walk-forward job's folds and out-of-sample record"
     )
+    param_importances: dict[str, float] | None = Field(
+        default=None, description="optuna's importance of each parameter, once the job ended"
+    )
 
 
 class JobReply(Message):

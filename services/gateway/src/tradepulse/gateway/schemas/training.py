@@ -238,6 +238,11 @@ class JobOut(BaseModel):
     walk_forward_request: WalkForward | None = Field(
         default=None, description="the walk-forward layout asked for (null: a plain job)"
     )
+    param_importances: dict[str, float] | None = Field(
+        default=None,
+        description="each parameter's share of the objective's variance (optuna's fANOVA "
+        "importance, summing to 1), once the job has completed",
+    )
 
 
 def _duration(started: str | None, finished: str | None) -> float | None:
@@ -292,6 +297,7 @@ def job_out(view: JobView, config_id: str | None = None) -> JobOut:
         validation=validation_out(view.validation),
         walk_forward=view.walk_forward,
         walk_forward_request=request.walk_forward,
+        param_importances=view.param_importances,
     )
 
 

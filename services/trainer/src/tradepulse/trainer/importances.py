@@ -1,0 +1,65 @@
+"""Parameter importances of a job, by optuna's own evaluator, computed once when it ends.
+
+The trials are the job's results (any sampler's, grid and random included), put into an
+in-memory optuna study over the strategy's search space; `optuna.importance` then says how
+much of the objective's variance each parameter explains (fractions summing to 1). The
+evaluator is fANOVA (optuna's default) seeded with the job's seed, so the same job always gets
+the same importances. They only inform people: when they cannot be computed the job still
+completes, without them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import optuna
+from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+
+from tradepulse.common.contracts.training import TrainingRequested, TrialCompleted
+from tradepulse.common.logging import get_logger
+from tradepulse.quant import get_strategy
+from tradepulse.trainer.deps import Deps
+from tradepulse.trainer.optimizer import distributions
+
+log = get_logger("trainer")
+
+MIN_TRIALS = 2
+
+
+def param_importances(
+    request: TrainingRequested, results: Mapping[int, TrialCompleted]
+) -> dict[str, float] | None:
+    """Each parameter's importance (>= 0, summing to 1), from the trials with a value; None
+    with fewer than MIN_TRIALS of them or when every value is the same (nothing to explain)."""
+    usable = [r for r in results.values() if r.state == "complete" and r.value is not None]
+    if len(usable) < MIN_TRIALS or len({r.value for r in usable}) < 2:
+        return None
+    space = distributions(get_strategy(request.strategy).space)
+    study = optuna.create_study(direction="maximize")
+    study.add_trials(
+        [
+            optuna.trial.create_trial(
+                params={name: r.params[name] for name in space},
+                distributions=space,
+                value=r.value,
+            )
+            for r in sorted(usable, key=lambda r: r.number)
+        ]
+    )
+    evaluator = FanovaImportanceEvaluator(seed=request.seed % 2**32)
+    found = get_param_importances(study, evaluator=evaluator, normalize=True)
+    return {name: float(value) for name, value in found.items()}
+
+
+async def record_importances(
+    request: TrainingRequested, results: Mapping[int, TrialCompleted], deps: Deps
+) -> None:
+    """Compute (in a thread: fANOVA over thousands of trials takes a while) and store them."""
+    try:
+        found = await asyncio.to_thread(param_importances, request, results)
+    except (ValueError, RuntimeError, KeyError) as exc:
+        log.warning("param_importances_failed", job_id=request.job_id, error=str(exc))
+        return
+    if found is not None:
+        await deps.store.store_importances(request.job_id, found)

@@ -1,0 +1,286 @@
+"""The dashboard in Debian's Chromium against the real system, used as a person uses it: enter
+the key, start a job from the form, watch its bar reach 100 %, open its configuration and see
+the equity and candle charts hold the data the API gives; a bad field shows the API's own 422
+reason beside it; a wrong key brings the prompt back. Plus the charts' endpoints' rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import Env
+from tests.integration.flows import excerpt, running_system
+from tests.support.browser import Console, chromium, chromium_missing, enter_key
+
+from .conftest import running_gateway, upload_candles
+
+pytestmark = pytest.mark.skipif(chromium_missing() is not None, reason=str(chromium_missing()))
+
+MARKET = {"exchange": "binanceus", "symbol": "BTC/USDT", "timeframe": "5m"}
+TIMEOUT_MS = 120_000
+
+
+async def background_pixels(page: Any, selector: str) -> int:
+    """How many pixels of the chart's canvases differ from its background colour."""
+    counted: int = await page.evaluate(
+        """(selector) => {
+          let n = 0;
+          for (const canvas of document.querySelectorAll(`${selector} canvas`)) {
+            const ctx = canvas.getContext("2d");
+            if (!ctx || !canvas.width || !canvas.height) continue;
+            const px = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+            for (let i = 0; i < px.length; i += 4) {
+              // The panel's background is #171d24 (23, 29, 36); transparent is not drawn on.
+              if (px[i + 3] && !(px[i] === 23 && px[i + 1] === 29 && px[i + 2] === 36)) n++;
+            }
+          }
+          return n;
+        }""",
+        selector,
+    )
+    return counted
+
+
+async def test_a_user_starts_a_job_and_reads_its_configuration(
+    env: Env, tmp_path: Path, shared_candles_path: Path
+) -> None:
+    data = excerpt(shared_candles_path, 6_000, tmp_path / "btc_5m.csv")
+    console = Console()
+    async with (
+        running_system(
+            tmp_path, env.names, trainers=1, nats_url=env.nats_url, database_url=env.database_url
+        ),
+        running_gateway(tmp_path, env.names, env.nats_url) as gateway,
+        gateway.client() as client,
+        chromium() as browser,
+    ):
+        await upload_candles(client, data)
+        page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+        console.watch(page)
+        page.set_default_timeout(TIMEOUT_MS)
+        await page.goto(f"{gateway.url}/#/jobs")
+        await enter_key(page, gateway.key)
+        await page.fill("#f-n_iterations", "40")
+        await page.fill("#f-lookback_candles", "4000")
+        await page.click("#start-submit")
+        link = page.locator("#start-result a")
+        await link.wait_for()
+        job_id = (await link.text_content() or "").strip()
+        assert job_id
+        bar = f"tr[data-job='{job_id}'] progress"
+        await page.wait_for_function(
+            "sel => { const p = document.querySelector(sel); return p && Number(p.value) >= 100; }",
+            arg=bar,
+            timeout=TIMEOUT_MS,
+        )
+        config_link = page.locator(f"tr[data-job='{job_id}'] a.config-link")
+        await config_link.wait_for()
+        await config_link.click()
+        await page.wait_for_url("**/#/config/*")
+        config_id = page.url.rsplit("/", 1)[-1]
+        await page.wait_for_function("() => window.__tp && window.__tp.charts.candles")
+        await page.locator("#trades-table").wait_for()
+
+        reply = await client.get(f"/api/v2/configs/{config_id}/backtest")
+        assert reply.status_code == 200, reply.text
+        backtest = reply.json()
+        config = (await client.get(f"/api/v2/configs/{config_id}")).json()
+        assert backtest["fingerprint"] == config["fingerprint"]
+        assert backtest["matches_config"] is True
+        assert backtest["trades_total"] > 0
+
+        drawn = await page.evaluate(
+            """() => { const e = window.__tp.charts.equity;
+                return { equity: e.equity.data().map((p) => p.value),
+                         drawdown: e.drawdown.data().length,
+                         candles: window.__tp.charts.candles.series.data().length,
+                         markers: window.__tp.charts.candles.markers.markers().length }; }"""
+        )
+        assert drawn["equity"] == backtest["equity"]["equity"]
+        assert drawn["drawdown"] == len(backtest["equity"]["time"])
+        assert drawn["candles"] > 0
+        shown = min(3, backtest["trades_total"])  # the page shows trades 1-3 first
+        assert drawn["markers"] == 2 * shown
+        assert await background_pixels(page, "#equity-chart") > 1000
+        assert await background_pixels(page, "#candles-chart") > 1000
+
+        rows = await page.eval_on_selector_all(
+            "#trades-table tbody tr",
+            "rows => rows.map((r) => ({ entry: Number(r.dataset.entry),"
+            " cells: [...r.children].map((c) => c.textContent) }))",
+        )
+        expected = backtest["trades"][: len(rows)]
+        assert len(rows) == min(25, backtest["trades_total"])
+        assert [r["entry"] for r in rows] == [t["entry_time"] for t in expected]
+        assert [r["cells"][1] for r in rows] == [t["side"] for t in expected]
+        assert [r["cells"][8] for r in rows] == [t["exit_reason"] for t in expected]
+        assert [float(r["cells"][10].replace(",", "")) for r in rows] == pytest.approx(
+            [round(t["net_pnl"], 2) for t in expected], abs=0.006
+        )
+
+        assert console.errors == [], "\n".join(console.errors)
+        # Retire it through the form: a short reason is the API's 422 beside the field, a
+        # good one a new history entry by the key's name.
+        await page.fill("#status-reason", "no")
+        await page.click("#retire")
+        await page.locator("[data-error-for='reason']", has_text="at least 3").wait_for()
+        await page.fill("#status-reason", "seen enough in the browser")
+        await page.click("#retire")
+        await page.locator("h1 .status.RETIRED").wait_for()
+        history = (await client.get(f"/api/v2/configs/{config_id}")).json()["history"]
+        assert history[-1]["to_status"] == "RETIRED"
+        assert history[-1]["reason"] == "seen enough in the browser"
+        last_row = await page.locator("#status-history tbody tr").last.text_content()
+        assert history[-1]["actor"] in (last_row or "")
+
+        # The job page draws the optimization history from the trials API.
+        await page.goto(f"{gateway.url}/#/job/{job_id}")
+        await page.wait_for_function("() => window.__tp.charts.history")
+        points = await page.evaluate("() => window.__tp.charts.history.data[0].length")
+        assert points == 40
+        await page.locator("#validation").wait_for()
+        job = (await client.get(f"/api/v2/training/job/{job_id}")).json()
+        importances = job["param_importances"]
+        assert sum(importances.values()) == pytest.approx(1.0)
+        await page.wait_for_function("() => window.__tp.charts.importances")
+        bars = await page.evaluate("() => window.__tp.charts.importances.data[1]")
+        assert sorted(bars, reverse=True) == sorted(importances.values(), reverse=True)
+    # Since the configuration was drawn, only the deliberate short reason's 422.
+    assert len(console.errors) == 1, "\n".join(console.errors)
+    assert "status of 422" in console.errors[0]
+    assert f"/api/v2/configs/{config_id}/status" in console.errors[0]
+
+
+async def test_the_form_shows_the_apis_reasons_and_a_wrong_key_brings_the_prompt(
+    env: Env, tmp_path: Path, shared_candles_path: Path
+) -> None:
+    data = excerpt(shared_candles_path, 3_000, tmp_path / "btc_5m.csv")
+    console = Console()
+    async with (
+        running_system(
+            tmp_path, env.names, trainers=1, nats_url=env.nats_url, database_url=env.database_url
+        ),
+        running_gateway(tmp_path, env.names, env.nats_url) as gateway,
+        gateway.client() as client,
+        chromium() as browser,
+    ):
+        await upload_candles(client, data)
+        page = await browser.new_page()
+        console.watch(page)
+        page.set_default_timeout(30_000)
+        await page.goto(f"{gateway.url}/#/jobs")
+        await enter_key(page, "not-" + gateway.key, accepted=False)
+        # Refused: the prompt comes back and says so.
+        await page.locator("#key-reason", has_text="refused (401)").wait_for()
+        await page.locator("#key-dialog[open]").wait_for()
+        await enter_key(page, gateway.key)
+        await page.locator("#start-form").wait_for()
+
+        await page.fill("#f-n_iterations", "0")
+        await page.fill("#f-symbol", "BTCUSDT")
+        async with page.expect_response("**/api/v2/training/start") as answer:
+            await page.click("#start-submit")
+        response = await answer.value
+        assert response.status == 422
+        errors = {e["field"]: e["reason"] for e in (await response.json())["errors"]}
+        assert set(errors) == {"n_iterations", "symbol"}
+        for field, reason in errors.items():
+            beside = page.locator(f"[data-error-for='{field}']")
+            assert (await beside.text_content()) == reason
+            assert await page.get_attribute(f"#f-{field}", "aria-invalid") == "true"
+
+        # The upload form: the API's reasons beside its fields too.
+        await page.goto(f"{gateway.url}/#/data")
+        await page.locator("#upload-form").wait_for()
+        await page.fill("#u-symbol", "nonsense")
+        async with page.expect_response("**/api/v2/data/upload") as uploaded:
+            await page.click("#upload-form button[type=submit]")
+        refused = await uploaded.value
+        assert refused.status == 422
+        for problem in (await refused.json())["errors"]:
+            beside = page.locator(f"[data-error-for='{problem['field']}']")
+            assert (await beside.text_content()) == problem["reason"]
+
+        # No job was started by the refused form.
+        listed = (await client.get("/api/v2/training/jobs")).json()
+        assert listed["total"] == 0
+
+        # The dashboard's own responses carry the security headers.
+        home = await client.get("/")
+        assert "script-src 'self'" in home.headers["content-security-policy"]
+        assert home.headers["x-frame-options"] == "DENY"
+        assert home.headers["x-content-type-options"] == "nosniff"
+        module = await client.get("/static/app/main.js")
+        assert module.headers["x-content-type-options"] == "nosniff"
+        assert "javascript" in module.headers["content-type"]
+        vendor = await client.get(
+            "/static/vendor/lightweight-charts-5.2.1/lightweight-charts.standalone.production.mjs"
+        )
+        assert vendor.status_code == 200
+        assert "Lightweight Charts" in vendor.text[:300]
+    assert console.errors == [e for e in console.errors if "401" in e or "422" in e], (
+        "only the refused key's 401 and the form's 422 may show in the console"
+    )
+
+
+async def test_the_chart_endpoints_follow_the_apis_rules(
+    env: Env, tmp_path: Path, shared_candles_path: Path
+) -> None:
+    data = excerpt(shared_candles_path, 3_000, tmp_path / "btc_5m.csv")
+    async with (
+        running_system(
+            tmp_path, env.names, trainers=1, nats_url=env.nats_url, database_url=env.database_url
+        ),
+        running_gateway(tmp_path, env.names, env.nats_url) as gateway,
+        gateway.client() as client,
+        gateway.client(authorized=False) as anonymous,
+    ):
+        await upload_candles(client, data)
+        first = await client.get("/api/v2/data/candles", params={**MARKET, "limit": 1000})
+        assert first.status_code == 200, first.text
+        page = first.json()
+        assert page["count"] == 1000
+        assert page["time"] == sorted(page["time"])
+        second = await client.get(
+            "/api/v2/data/candles", params={**MARKET, "start": page["next_start"]}
+        )
+        rest = second.json()
+        assert rest["time"][0] == page["time"][-1] + 300_000
+        assert page["count"] + rest["count"] == 3_000
+        assert rest["next_start"] is None
+
+        gaps = await client.get("/api/v2/data/gaps", params=MARKET)
+        assert gaps.status_code == 200, gaps.text
+        assert gaps.json()["total"] == 0  # the shared file's first rows have none
+
+        cases: list[tuple[str, dict[str, Any], int, str | None]] = [
+            ("/api/v2/data/gaps", {**MARKET, "symbol": "ETH/USDT"}, 404, None),
+            ("/api/v2/data/gaps", {"exchange": "binanceus"}, 422, "symbol"),
+            ("/api/v2/data/candles", {**MARKET, "limit": 5001}, 422, "limit"),
+            ("/api/v2/data/candles", {**MARKET, "start": "yesterday"}, 422, "start"),
+            (
+                "/api/v2/data/candles",
+                {**MARKET, "start": "2024-02-01", "end": "2024-01-01"},
+                422,
+                "end",
+            ),
+            ("/api/v2/data/candles", {**MARKET, "symbol": "ETH/USDT"}, 404, None),
+            ("/api/v2/data/candles", {"exchange": "binanceus"}, 422, "symbol"),
+            ("/api/v2/configs/nope/backtest", {}, 404, None),
+            ("/api/v2/configs/..%2F/backtest", {}, 404, None),
+            ("/api/v2/configs/x/backtest", {"points": 5}, 422, "points"),
+            ("/api/v2/configs/x/backtest", {"limit": 0}, 422, "limit"),
+        ]
+        for path, params, status_code, field in cases:
+            reply = await client.get(path, params=params)
+            assert reply.status_code == status_code, (path, params, reply.text)
+            body = reply.json()
+            assert body["request_id"]
+            if field is not None:
+                assert field in {e["field"] for e in body["errors"]}, body
+        for path in ("/api/v2/data/candles", "/api/v2/data/gaps", "/api/v2/configs/x/backtest"):
+            refused = await anonymous.get(path, params=MARKET)
+            assert refused.status_code == 401
+            assert refused.headers["www-authenticate"].startswith("Bearer")
