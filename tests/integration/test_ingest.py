@@ -487,14 +487,23 @@ async def test_a_request_that_keeps_failing_is_redelivered_then_refused_and_remo
                 until_ms=t0 + 10 * FIVE_MINUTES_MS,
             ),
         )
+
+        async def queue_length() -> int:
+            return int((await bus.jetstream().stream_info(env.names.ingest_stream)).state.messages)
+
+        # The refusal is published before the request is acked: the sync point is the ack.
+        await wait_until(
+            queue_length,
+            within=10.0,
+            message="the request to leave the work queue",
+            until=lambda n: n == 0,
+        )
     finally:
         stop.set()
         await asyncio.wait_for(server, 30)
     assert isinstance(event, IngestFailed), event
     assert event.reason.startswith("gave up after 5 attempts: ExchangeUnavailableError")
     assert len(calls) == 5, "one exchange call per delivery"
-    info = await bus.jetstream().stream_info(env.names.ingest_stream)
-    assert info.state.messages == 0, "the request left the work queue"
     assert await _count(db, "candles") == 0
     assert await db.fetchval("SELECT status FROM market.ingests") == "failed"
 
