@@ -43,6 +43,90 @@ def body_with(**repeated: object) -> bytes:
     return (text[:-1] + extra + "}").encode()
 
 
+async def test_the_valid_payload_would_be_acted_on(client: httpx.AsyncClient) -> None:
+    # The baseline the refusals below are measured against: without NATS, 503.
+    reply = await client.post(START, content=json.dumps(PREDECESSOR).encode(), headers=JSON)
+    assert reply.status_code == 503, reply.text
+
+
+async def test_a_json_key_given_twice_is_a_422_naming_it(client: httpx.AsyncClient) -> None:
+    reply = await client.post(START, content=body_with(n_iterations=100_000), headers=JSON)
+    assert reply.status_code == 422, reply.text
+    assert fields(reply) == ["n_iterations"]
+    assert "more than once" in reply.json()["detail"]
+
+
+async def test_a_nested_json_key_given_twice_is_named_with_its_path(
+    client: httpx.AsyncClient,
+) -> None:
+    content = json.dumps({**PREDECESSOR, "settings": {"fee_rate": 0.001}}).encode()
+    content = content.replace(b'"fee_rate": 0.001', b'"fee_rate": 0.001, "fee_rate": 0.5')
+    reply = await client.post(START, content=content, headers=JSON)
+    assert reply.status_code == 422, reply.text
+    assert fields(reply) == ["settings.fee_rate"]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32", "latin-1"])
+async def test_a_body_that_is_not_utf8_is_a_422(client: httpx.AsyncClient, encoding: str) -> None:
+    # Python's json reads UTF-16 and UTF-32 bytes by guessing; Latin-1 needs a non-ASCII byte.
+    symbol = "BTC/USDÉ" if encoding == "latin-1" else "BTC/USDT"
+    content = json.dumps({**PREDECESSOR, "symbol": symbol}, ensure_ascii=False)
+    reply = await client.post(START, content=content.encode(encoding), headers=JSON)
+    assert reply.status_code == 422, reply.text
+    assert fields(reply) == ["body"]
+    assert "UTF-8" in reply.json()["detail"]
+
+
+async def test_a_form_field_given_twice_is_a_422_naming_it(client: httpx.AsyncClient) -> None:
+    ok = await client.post(
+        UPLOAD, headers=AUTH, data=FORM, files={"file": ("c.csv", CSV, "text/csv")}
+    )
+    assert ok.status_code == 503, ok.text
+    twice = await client.post(
+        UPLOAD,
+        headers=AUTH,
+        data={**FORM, "symbol": ["BTC/USDT", "ETH/USDT"]},
+        files={"file": ("c.csv", CSV, "text/csv")},
+    )
+    assert twice.status_code == 422, twice.text
+    assert fields(twice) == ["symbol"]
+
+
+async def test_a_file_part_given_twice_is_a_422_naming_it(client: httpx.AsyncClient) -> None:
+    reply = await client.post(
+        UPLOAD,
+        headers=AUTH,
+        data=FORM,
+        files=[("file", ("a.csv", CSV, "text/csv")), ("file", ("b.csv", CSV, "text/csv"))],
+    )
+    assert reply.status_code == 422, reply.text
+    assert fields(reply) == ["file"]
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/api/v2/configs?min_sharp=100", "min_sharp"),
+        ("/api/v2/training/jobs?limit=5&stauts=running", "stauts"),
+        ("/api/v2/training/jobs?limit=5&limit=6", "limit"),
+        ("/api/v2/strategies?verbose=1", "verbose"),
+        ("/health?x=1", "x"),
+    ],
+)
+async def test_an_unknown_or_repeated_query_parameter_is_a_422_naming_it(
+    client: httpx.AsyncClient, path: str, field: str
+) -> None:
+    reply = await client.get(path, headers=AUTH)
+    assert reply.status_code == 422, reply.text
+    assert fields(reply) == [field]
+    assert reply.json()["detail"].startswith(field)
+
+
+async def test_known_query_parameters_pass(client: httpx.AsyncClient) -> None:
+    reply = await client.get("/api/v2/configs?min_sharpe=1&limit=5&order=asc", headers=AUTH)
+    assert reply.status_code == 503, reply.text  # asked the registry, which is not there
+
+
 async def test_a_422_lists_the_first_errors_and_counts_them_all(client: httpx.AsyncClient) -> None:
     unknown = {f"k{i}": 0 for i in range(50_000)}
     content = json.dumps({**PREDECESSOR, **unknown}).encode()

@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from nats.aio.client import Client as NatsClient
@@ -40,6 +40,7 @@ from tradepulse.gateway.routes import (
 )
 from tradepulse.gateway.settings import ConfigurationError, GatewaySettings, check_startable
 from tradepulse.gateway.state import Gateway
+from tradepulse.gateway.strict import strict_input
 from tradepulse.gateway.tracking import RecentJobs
 
 SERVICE = "gateway"
@@ -125,6 +126,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         version=version(),
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Every route refuses input that could be read more than one way (see strict).
+        dependencies=[Depends(strict_input)],
     )
     app.state.gateway = gw
     errors.install(app)

@@ -131,6 +131,16 @@ def invalid_body(errors: Sequence[Mapping[str, str]], total: int) -> dict[str, A
     }
 
 
+NOT_UTF8 = "not UTF-8 (byte {at} cannot be decoded); send JSON encoded as UTF-8"
+
+
+def unparsable(cause: BaseException | None) -> str | None:
+    """Why a body could not be parsed, in the user's terms; None to say only that."""
+    if isinstance(cause, UnicodeDecodeError):
+        return NOT_UTF8.format(at=cause.start)
+    return None if cause is None else str(cause)
+
+
 def _body(request: Request, detail: str, **extra: Any) -> dict[str, Any]:
     return {"detail": detail, "request_id": request_id(request), **extra}
 
@@ -162,7 +172,7 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 400:
             # FastAPI and Starlette answer 400 for a body they cannot even parse (bytes that
             # are not UTF-8, a broken multipart form): to the user, that is malformed input.
-            reason = f"malformed body: {exc.__cause__ or exc.detail}"
+            reason = f"malformed body: {unparsable(exc.__cause__) or exc.detail}"
             errors = [{"field": "body", "reason": reason}]
             return JSONResponse(_body(request, f"body: {reason}", errors=errors), status_code=422)
         return JSONResponse(
