@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.unit.test_gateway import KEY, PREDECESSOR, client_for, settings
+from tradepulse.gateway.app import create_app
 from tradepulse.gateway.errors import MAX_LISTED_ERRORS
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -140,3 +141,51 @@ async def test_a_422_lists_the_first_errors_and_counts_them_all(client: httpx.As
     assert "50000 errors" in body["detail"]
     assert len(reply.content) < 10_000
     assert elapsed < 1.5, elapsed
+
+
+@pytest.mark.parametrize(
+    ("content", "leak"),
+    [
+        (b'{"seed": ' + b"9" * 5000 + b"}", "4300"),
+        (b"[" * 100_000, "recursion"),
+        (b'{"seed": ' + b"9" * 5000 + b"}", "sys."),
+    ],
+)
+async def test_a_body_python_cannot_parse_is_a_422_without_pythons_words(
+    client: httpx.AsyncClient, content: bytes, leak: str
+) -> None:
+    reply = await client.post(START, content=content, headers=JSON)
+    assert reply.status_code == 422, reply.text
+    assert fields(reply) == ["body"]
+    assert leak not in reply.text.lower()
+
+
+async def test_an_upload_that_cannot_be_stored_names_no_server_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = settings(monkeypatch, TRADEPULSE_API_KEYS=KEY)
+    app = create_app(config)
+
+    class _Store:
+        async def put(self, name: str, data: object) -> None:
+            raise OSError(28, "No space left on device", "/tmp/tmpq1w2e3/upload")
+
+    class _JetStream:
+        async def object_store(self, bucket: str) -> _Store:
+            return _Store()
+
+    class _Connected:
+        is_connected = True
+
+        def jetstream(self) -> _JetStream:
+            return _JetStream()
+
+    app.state.gateway.backend.nc = _Connected()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as c:
+        reply = await c.post(
+            UPLOAD, headers=AUTH, data=FORM, files={"file": ("c.csv", CSV, "text/csv")}
+        )
+    assert reply.status_code == 503, reply.text
+    assert "/tmp" not in reply.text
+    assert "Errno" not in reply.text

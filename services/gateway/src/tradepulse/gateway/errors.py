@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
 
 from tradepulse.common.logging import get_logger
 
@@ -135,10 +136,19 @@ NOT_UTF8 = "not UTF-8 (byte {at} cannot be decoded); send JSON encoded as UTF-8"
 
 
 def unparsable(cause: BaseException | None) -> str | None:
-    """Why a body could not be parsed, in the user's terms; None to say only that."""
+    """Why a body could not be parsed, in the user's terms; None to say only that. Python's
+    own texts (its limits, its recursion, a server path) are logged, never answered."""
     if isinstance(cause, UnicodeDecodeError):
         return NOT_UTF8.format(at=cause.start)
-    return None if cause is None else str(cause)
+    if isinstance(cause, RecursionError):
+        return "the JSON is nested too deeply"
+    if isinstance(cause, MultiPartException):
+        return f"a broken multipart form: {cause.message}"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return "a number has too many digits"
+    if cause is not None:
+        log.info("body_unparsable", error=f"{type(cause).__name__}: {cause}")
+    return None
 
 
 def _body(request: Request, detail: str, **extra: Any) -> dict[str, Any]:
@@ -172,7 +182,7 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 400:
             # FastAPI and Starlette answer 400 for a body they cannot even parse (bytes that
             # are not UTF-8, a broken multipart form): to the user, that is malformed input.
-            reason = f"malformed body: {unparsable(exc.__cause__) or exc.detail}"
+            reason = f"malformed body: {unparsable(exc.__cause__) or 'it could not be parsed'}"
             errors = [{"field": "body", "reason": reason}]
             return JSONResponse(_body(request, f"body: {reason}", errors=errors), status_code=422)
         return JSONResponse(
