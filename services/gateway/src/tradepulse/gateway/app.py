@@ -7,6 +7,7 @@ up, /health answers and everything that needs the services answers 503.
 from __future__ import annotations
 
 import logging
+import resource
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,6 +28,7 @@ from tradepulse.common.metrics import serve_metrics
 from tradepulse.gateway import errors
 from tradepulse.gateway.auth import ApiKeys
 from tradepulse.gateway.backend import Backend, decode
+from tradepulse.gateway.connections import guarded_protocol
 from tradepulse.gateway.metrics import GatewayMetrics
 from tradepulse.gateway.middleware import GatewayMiddleware
 from tradepulse.gateway.routes import (
@@ -158,6 +160,22 @@ def _route_uvicorn_logs() -> None:
         logger.propagate = False
 
 
+# File descriptors kept for what is not a client connection: NATS, logs, metrics, uploads.
+RESERVED_FDS = 100
+
+
+def max_connections(settings: GatewaySettings) -> int:
+    """GATEWAY_MAX_CONNECTIONS, but never more than the file descriptors allow (the soft
+    limit is raised to the hard one first): running out of them is what stops `/ready`."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    if soft == resource.RLIM_INFINITY:
+        return settings.max_connections
+    return max(1, min(settings.max_connections, soft - RESERVED_FDS))
+
+
 def main() -> int:
     try:
         settings = GatewaySettings()
@@ -180,6 +198,10 @@ def main() -> int:
             access_log=False,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
             server_header=False,
+            # Slowloris: bounded header time, header size and connections (see connections).
+            http=guarded_protocol(settings.header_timeout_s, max_connections(settings)),
+            h11_max_incomplete_event_size=settings.max_header_bytes,
+            timeout_keep_alive=settings.keep_alive_s,
         )
     )
     server.run()
