@@ -29,6 +29,7 @@ from tradepulse.gateway import errors
 from tradepulse.gateway.auth import ApiKeys
 from tradepulse.gateway.backend import Backend, decode
 from tradepulse.gateway.connections import guarded_protocol
+from tradepulse.gateway.fanout import LiveHub
 from tradepulse.gateway.metrics import GatewayMetrics
 from tradepulse.gateway.middleware import GatewayMiddleware
 from tradepulse.gateway.routes import (
@@ -78,6 +79,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         metrics=metrics,
         backend=backend,
         recent_jobs=RecentJobs(settings.recent_job_ttl_s),
+        streams=LiveHub(settings.names),
     )
     names = settings.names
 
@@ -100,6 +102,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         await nc.subscribe(names.ingest_failed, cb=on_ingest_event)
 
     backend.on_connect(on_connect)
+    backend.on_connect(gw.streams.setup)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
