@@ -4,6 +4,7 @@ throws generated requests at every operation of the OpenAPI document and finds n
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,7 @@ class Case:
     json: Any = None
     content: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
-    files: dict[str, Any] | None = None
+    files: dict[str, Any] | list[Any] | None = None
     data: dict[str, str] | None = None
 
 
@@ -144,6 +145,20 @@ CASES = [
     Case("unknown ensemble", "GET", f"{ENSEMBLE}/ens_nope", 404),
     Case("ensemble seed as text", "POST", ENSEMBLE, 422, "seeds.0",
          json=payload(seed=..., seeds=["1"])),
+    # Ambiguous input (issue 11): refused, never guessed.
+    Case("json key given twice", "POST", START, 422, "n_iterations",
+         content=b'{"symbol": "BTC/USDT", "exchange": "binanceus", "timeframe": "5m", '
+                 b'"lookback_candles": 1000, "n_iterations": 1, "n_iterations": 100000}',
+         headers={"content-type": "application/json"}),
+    Case("body in UTF-16", "POST", START, 422, "body",
+         content=json.dumps(GOOD).encode("utf-16"),
+         headers={"content-type": "application/json"}),
+    Case("upload with a field twice", "POST", UPLOAD, 422, "symbol",
+         data={**FORM, "symbol": ["BTC/USDT", "ETH/USDT"]},
+         files={"file": ("c.csv", CSV_HEAD, "text/csv")}),
+    Case("upload with two files", "POST", UPLOAD, 422, "file", data=FORM,
+         files=[("file", ("a.csv", CSV_HEAD, "text/csv")), ("file", ("b.csv", CSV_HEAD, "text/csv"))]),
+    Case("misspelt query parameter", "GET", "/api/v2/configs?min_sharp=100", 422, "min_sharp"),
     # Sizes.
     Case("json body over 1 MB", "POST", START, 413,
          json=payload(symbol="BTC/USDT", note="x" * 1_100_000)),

@@ -32,6 +32,7 @@ from tradepulse.gateway.app import create_app
 from tradepulse.gateway.auth import key_hash
 from tradepulse.gateway.backend import Backend
 from tradepulse.gateway.errors import InvalidInputError, NotFoundError, UnavailableError
+from tradepulse.gateway.fanout import LiveHub
 from tradepulse.gateway.live import MISSING_POLLS, JobStream
 from tradepulse.gateway.paging import fetch_pages
 from tradepulse.gateway.routes.training import list_jobs
@@ -352,34 +353,19 @@ async def test_pages_are_fetched_in_chunks_and_joined_in_order() -> None:
     assert asked == [(1000, 250)]
 
 
-class _Subscription:
-    def __init__(self, live: set[_Subscription]) -> None:
-        self.live = live
-        live.add(self)
-
-    async def unsubscribe(self) -> None:
-        self.live.discard(self)
-
-
 class _Gone:
     """The gateway's view of a system in which no trainer knows the job (one handler's
     stand-in: the flows themselves are tested against real NATS in tests/e2e)."""
 
-    def __init__(self, fail_on_subscription: int | None = None) -> None:
+    def __init__(self) -> None:
         self.names = Names("tp")
         self.settings = SimpleNamespace(sse_poll_s=0.01)
         self.recent_jobs = RecentJobs(ttl_s=60)
         self.metrics = SimpleNamespace(
             live_streams=SimpleNamespace(inc=lambda: None, dec=lambda: None)
         )
-        self.live: set[_Subscription] = set()
-        self.fail_on_subscription = fail_on_subscription
         self.backend = self
-
-    async def subscribe(self, subject: str, cb: object) -> _Subscription:
-        if len(self.live) == self.fail_on_subscription:
-            raise UnavailableError("NATS went away")
-        return _Subscription(self.live)
+        self.streams = LiveHub(self.names)
 
     async def request(self, subject: str, message: object, reply: type, service: str) -> object:
         return JobReply(job=None)
@@ -397,15 +383,7 @@ async def test_a_live_stream_ends_once_no_trainer_knows_its_job() -> None:
     assert b"event: state" in events[0]
     # The read right after subscribing is the first of the misses.
     assert events[1:] == [b": keep-alive\n\n"] * (MISSING_POLLS - 1)
-    assert not gw.live, "every subscription is released"
-
-
-async def test_a_live_stream_that_fails_to_subscribe_leaves_no_subscription() -> None:
-    gw = _Gone(fail_on_subscription=2)
-    stream = JobStream(gw, "job_live_test", _queued_job())  # type: ignore[arg-type]
-    with pytest.raises(UnavailableError):
-        _ = [e async for e in stream.events()]
-    assert not gw.live
+    assert not gw.streams.listeners, "the stream stopped listening"
 
 
 class _SlowRegistry:

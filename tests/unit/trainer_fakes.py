@@ -176,6 +176,8 @@ class MemoryJobStore:
         for r, attrs in trials:
             if r.job_id not in self.jobs:
                 raise KeyError(f"no job {r.job_id} for trial {r.number}")  # the foreign key
+            if self.jobs[r.job_id].status == "cancelled":
+                continue  # as PostgreSQL: nothing is stored once the job is cancelled
             self.trials[r.job_id].setdefault(
                 r.number,
                 StoredTrial(

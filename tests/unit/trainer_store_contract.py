@@ -336,6 +336,23 @@ class StoreContract:
         assert await store.request_cancel("job-nope") is None
         assert not await store.cancel_requested("job-nope")
 
+    async def test_no_trial_is_stored_once_the_job_is_cancelled(self, backend: Backend) -> None:
+        # Issue 11: a cancelled job went on storing trials after its trials_done stopped.
+        store = backend.store
+        job = request()
+        await running(store, job)
+        await store.insert_trials([(trial(job.job_id, 0, 1.0), {})])
+        await backend.expire(job.job_id)
+        assert await store.request_cancel(job.job_id) == "cancelled"
+        await store.insert_trials([(trial(job.job_id, k, 2.0), {}) for k in (1, 2)])
+        assert [t.number for t in await store.stored_trials(job.job_id)] == [0]
+
+        queued = request()
+        await store.create_job(queued)
+        assert await store.request_cancel(queued.job_id) == "cancelled"
+        await store.insert_trials([(trial(queued.job_id, 0, 1.0), {})])
+        assert await store.stored_trials(queued.job_id) == []
+
     async def test_jobs_are_listed_newest_first_and_filtered(self, backend: Backend) -> None:
         store = backend.store
         jobs = [request(job_id=f"job-{k}-{uuid.uuid4().hex[:6]}") for k in range(3)]

@@ -7,13 +7,14 @@ up, /health answers and everything that needs the services answers 503.
 from __future__ import annotations
 
 import logging
+import resource
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import metadata
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from pydantic import ValidationError
@@ -24,6 +25,8 @@ from tradepulse.common.metrics import serve_metrics
 from tradepulse.gateway import dashboard, errors
 from tradepulse.gateway.auth import ApiKeys
 from tradepulse.gateway.backend import Backend, decode
+from tradepulse.gateway.connections import guarded_protocol
+from tradepulse.gateway.fanout import LiveHub
 from tradepulse.gateway.metrics import GatewayMetrics
 from tradepulse.gateway.middleware import GatewayMiddleware
 from tradepulse.gateway.routes import (
@@ -38,6 +41,7 @@ from tradepulse.gateway.routes import (
 )
 from tradepulse.gateway.settings import ConfigurationError, GatewaySettings, check_startable
 from tradepulse.gateway.state import Gateway
+from tradepulse.gateway.strict import strict_input
 from tradepulse.gateway.tracking import RecentJobs
 
 SERVICE = "gateway"
@@ -72,6 +76,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         metrics=metrics,
         backend=backend,
         recent_jobs=RecentJobs(settings.recent_job_ttl_s),
+        streams=LiveHub(settings.names),
     )
     names = settings.names
 
@@ -94,6 +99,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         await nc.subscribe(names.ingest_failed, cb=on_ingest_event)
 
     backend.on_connect(on_connect)
+    backend.on_connect(gw.streams.setup)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -122,6 +128,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         version=version(),
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Every route refuses input that could be read more than one way (see strict).
+        dependencies=[Depends(strict_input)],
     )
     app.state.gateway = gw
     errors.install(app)
@@ -146,6 +154,22 @@ def _route_uvicorn_logs() -> None:
         logger.propagate = False
 
 
+# File descriptors kept for what is not a client connection: NATS, logs, metrics, uploads.
+RESERVED_FDS = 100
+
+
+def max_connections(settings: GatewaySettings) -> int:
+    """GATEWAY_MAX_CONNECTIONS, but never more than the file descriptors allow (the soft
+    limit is raised to the hard one first): running out of them is what stops `/ready`."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    if soft == resource.RLIM_INFINITY:
+        return settings.max_connections
+    return max(1, min(settings.max_connections, soft - RESERVED_FDS))
+
+
 def main() -> int:
     try:
         settings = GatewaySettings()
@@ -168,6 +192,10 @@ def main() -> int:
             access_log=False,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
             server_header=False,
+            # Slowloris: bounded header time, header size and connections (see connections).
+            http=guarded_protocol(settings.header_timeout_s, max_connections(settings)),
+            h11_max_incomplete_event_size=settings.max_header_bytes,
+            timeout_keep_alive=settings.keep_alive_s,
         )
     )
     server.run()

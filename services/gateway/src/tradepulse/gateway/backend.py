@@ -224,8 +224,10 @@ class Backend:
             # nats-py reads any object with readinto (in a thread), not only BufferedIOBase.
             await store.put(name, data)  # type: ignore[arg-type]
         except (nats.errors.Error, OSError) as exc:
+            # The error may name the temporary file the upload was spooled to: logged only.
+            log.warning("upload_not_stored", error=str(exc) or type(exc).__name__)
             raise UnavailableError(
-                f"could not store the upload in NATS: {exc or type(exc).__name__}"
+                "could not store the upload in NATS; nothing was imported, try again"
             ) from None
 
     async def delete_upload(self, name: str) -> None:

@@ -2,7 +2,9 @@
 
 Every error answers `{"detail": "<one readable line>", "request_id": "..."}`; validation
 errors (422) add `"errors": [{"field": "n_iterations", "reason": "..."}, ...]` naming each
-field (`body` for the request body as a whole, e.g. malformed JSON).
+field (`body` for the request body as a whole, e.g. malformed JSON). At most the first
+MAX_LISTED_ERRORS are listed; when there are more, `"errors_total"` counts them all, so that a
+body of 50,000 unknown keys costs a short answer, not megabytes.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
 
 from tradepulse.common.logging import get_logger
 
 log = get_logger(__name__)
 
 RETRY_AFTER_S = 2
+# Errors listed in one 422 (and named in its `detail`); the rest are only counted.
+MAX_LISTED_ERRORS = 20
 
 # The answers every API route may give besides its own, for the OpenAPI document.
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -91,8 +96,9 @@ def field_name(loc: Sequence[int | str]) -> str:
 
 
 def describe_validation(errors: Sequence[Any]) -> list[dict[str, str]]:
+    """The first MAX_LISTED_ERRORS of pydantic's errors, as {"field", "reason"}."""
     out = []
-    for error in errors:
+    for error in errors[:MAX_LISTED_ERRORS]:
         loc = error.get("loc", ())
         kind = error.get("type", "")
         message = str(error.get("msg", "invalid"))
@@ -112,6 +118,39 @@ def describe_validation(errors: Sequence[Any]) -> list[dict[str, str]]:
     return out
 
 
+def invalid_body(errors: Sequence[Mapping[str, str]], total: int) -> dict[str, Any]:
+    """`detail` and `errors` of a 422 listing `errors`, the first of `total` (and the count
+    when some are left out)."""
+    listed = list(errors[:MAX_LISTED_ERRORS])
+    detail = "; ".join(f"{e['field']}: {e['reason']}" for e in listed) or "invalid request"
+    if total <= len(listed):
+        return {"detail": detail, "errors": listed}
+    return {
+        "detail": f"{total} errors, the first {len(listed)}: {detail}",
+        "errors": listed,
+        "errors_total": total,
+    }
+
+
+NOT_UTF8 = "not UTF-8 (byte {at} cannot be decoded); send JSON encoded as UTF-8"
+
+
+def unparsable(cause: BaseException | None) -> str | None:
+    """Why a body could not be parsed, in the user's terms; None to say only that. Python's
+    own texts (its limits, its recursion, a server path) are logged, never answered."""
+    if isinstance(cause, UnicodeDecodeError):
+        return NOT_UTF8.format(at=cause.start)
+    if isinstance(cause, RecursionError):
+        return "the JSON is nested too deeply"
+    if isinstance(cause, MultiPartException):
+        return f"a broken multipart form: {cause.message}"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return "a number has too many digits"
+    if cause is not None:
+        log.info("body_unparsable", error=f"{type(cause).__name__}: {cause}")
+    return None
+
+
 def _body(request: Request, detail: str, **extra: Any) -> dict[str, Any]:
     return {"detail": detail, "request_id": request_id(request), **extra}
 
@@ -125,23 +164,25 @@ def install(app: FastAPI) -> None:
         assert isinstance(exc, ApiError)
         extra: dict[str, Any] = dict(exc.extra)
         if exc.errors:
-            extra["errors"] = exc.errors
+            extra["errors"] = exc.errors[:MAX_LISTED_ERRORS]
+            if len(exc.errors) > MAX_LISTED_ERRORS:
+                extra["errors_total"] = len(exc.errors)
         return JSONResponse(
             _body(request, exc.detail, **extra), status_code=exc.status_code, headers=exc.headers
         )
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        errors = describe_validation(exc.errors())
-        detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors) or "invalid request"
-        return JSONResponse(_body(request, detail, errors=errors), status_code=422)
+        found = exc.errors()
+        errors = describe_validation(found)
+        return JSONResponse(_body(request, **invalid_body(errors, len(found))), status_code=422)
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         if exc.status_code == 400:
             # FastAPI and Starlette answer 400 for a body they cannot even parse (bytes that
             # are not UTF-8, a broken multipart form): to the user, that is malformed input.
-            reason = f"malformed body: {exc.__cause__ or exc.detail}"
+            reason = f"malformed body: {unparsable(exc.__cause__) or 'it could not be parsed'}"
             errors = [{"field": "body", "reason": reason}]
             return JSONResponse(_body(request, f"body: {reason}", errors=errors), status_code=422)
         return JSONResponse(

@@ -6,21 +6,18 @@ named after the terminal status (`completed`, `failed`, `cancelled`) carrying th
 the stream then ends. A completed job's last `progress` is 100.0. Comment lines (`: ...`)
 keep idle connections open.
 
-The events come from NATS (the job's progress subject and the terminal-event subjects); the
-job is also fetched every `poll_s` seconds, so an event missed while NATS reconnected only
-delays the stream, never stalls it.
+The events come from NATS (the job's progress subject and the terminal-event subjects), through
+the gateway's one set of subscriptions (fanout.LiveHub), and every read of the job is shared
+with the other streams of the same job; the job is also fetched every `poll_s` seconds, so an
+event missed while NATS reconnected only delays the stream, never stalls it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
-
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
 from tradepulse.common.contracts.training import (
     TERMINAL_STATUSES,
@@ -28,13 +25,11 @@ from tradepulse.common.contracts.training import (
     JobView,
 )
 from tradepulse.common.logging import get_logger
-from tradepulse.gateway.backend import decode, unsubscribe_all
-from tradepulse.gateway.errors import ApiError
+from tradepulse.gateway.errors import ApiError, NotFoundError
 from tradepulse.gateway.jobs import config_id_of, find_job
 from tradepulse.gateway.schemas.training import BestSoFar, job_out
 from tradepulse.gateway.state import Gateway
 
-QUEUE_SIZE = 256
 FINAL_STATE_WAIT_S = 3.0
 # Polls in a row (one per GATEWAY_SSE_POLL_S) that find no such job before a stream ends.
 MISSING_POLLS = 3
@@ -52,43 +47,15 @@ class JobStream:
         self.best_trial: int | None = None
         self.seq = 0
         self.missing = 0
-        self.queue: asyncio.Queue[JobProgress | str] = asyncio.Queue(QUEUE_SIZE)
 
     def _event(self, name: str, data: Any) -> bytes:
         self.seq += 1
         payload = json.dumps(data, separators=(",", ":"), allow_nan=False)
         return f"id: {self.seq}\nevent: {name}\ndata: {payload}\n\n".encode()
 
-    async def _on_progress(self, msg: Msg) -> None:
-        event = decode(JobProgress, msg.data)
-        if event is not None:
-            with contextlib.suppress(asyncio.QueueFull):  # the next poll catches up
-                self.queue.put_nowait(event)
-
-    async def _on_terminal(self, msg: Msg) -> None:
-        # Every job's terminal events share these subjects: a cheap look before decoding.
-        if self.job_id.encode() not in msg.data:
-            return
-        try:
-            body = json.loads(msg.data)
-        except ValueError:
-            return
-        if isinstance(body, dict) and body.get("job_id") == self.job_id:
-            with contextlib.suppress(asyncio.QueueFull):
-                self.queue.put_nowait("terminal")
-
-    async def _subscribe(self, subs: list[Subscription]) -> None:
-        """Subscribe into `subs` one by one, so that a failure halfway leaves nothing behind
-        that the caller does not unsubscribe."""
-        names = self.gw.names
-        backend = self.gw.backend
-        subs.append(await backend.subscribe(names.job_progress(self.job_id), self._on_progress))
-        for subject in (names.job_completed, names.job_failed, names.job_cancelled):
-            subs.append(await backend.subscribe(subject, self._on_terminal))
-
     async def _fetch(self) -> JobView | None:
         try:
-            view = await find_job(self.gw, self.job_id)
+            view = await shared_view(self.gw, self.job_id)
         except ApiError as exc:
             log.info("live_fetch_failed", job_id=self.job_id, error=exc.detail)
             return None
@@ -165,32 +132,32 @@ class JobStream:
             )
             if event is not None:
                 yield event
-        config_id = await config_id_of(self.gw, view)
+        config_id = await shared_config_id(self.gw, view)
         yield self._event(view.status, job_out(view, config_id).model_dump())
 
     async def events(self) -> AsyncIterator[bytes]:
         self.gw.metrics.live_streams.inc()
-        subs: list[Subscription] = []
+        hub = self.gw.streams
+        queue = hub.listen(self.job_id)
         try:
-            await self._subscribe(subs)
-            # Fetched again after subscribing: nothing that happened in between is missed.
+            # Read after listening (a read that started later): nothing in between is missed.
             view = await self._fetch() or self.view
             self.view = view
             self.progress = round(view.progress, 1)
             self.trials_done = view.trials_done
             self.best_trial = view.best_trial
             yield self._event(
-                "state", job_out(view, await config_id_of(self.gw, view)).model_dump()
+                "state", job_out(view, await shared_config_id(self.gw, view)).model_dump()
             )
             if view.status in TERMINAL_STATUSES:
                 yield self._event(
-                    view.status, job_out(view, await config_id_of(self.gw, view)).model_dump()
+                    view.status, job_out(view, await shared_config_id(self.gw, view)).model_dump()
                 )
                 return
             poll_s = self.gw.settings.sse_poll_s
             while True:
                 try:
-                    item = await asyncio.wait_for(self.queue.get(), poll_s)
+                    item = await asyncio.wait_for(queue.get(), poll_s)
                 except TimeoutError:
                     yield b": keep-alive\n\n"
                     polled = await self._fetch()
@@ -230,4 +197,23 @@ class JobStream:
                     return
         finally:
             self.gw.metrics.live_streams.dec()
-            await unsubscribe_all(subs)
+            hub.leave(self.job_id, queue)
+
+
+async def shared_view(gw: Gateway, job_id: str) -> JobView | None:
+    """The job as the trainers have it, read once for all the streams asking together."""
+    return await gw.streams.shared(("job", job_id), lambda: find_job(gw, job_id))
+
+
+async def shared_config_id(gw: Gateway, view: JobView) -> str | None:
+    if view.status != "completed" or view.job_id in gw.config_ids:
+        return await config_id_of(gw, view)
+    return await gw.streams.shared(("config", view.job_id), lambda: config_id_of(gw, view))
+
+
+async def open_stream(gw: Gateway, job_id: str) -> JobStream:
+    """A stream of the job, or 404 if no trainer (and not this gateway) knows it."""
+    first = await shared_view(gw, job_id)
+    if first is None:
+        raise NotFoundError(f"no job {job_id!r}")
+    return JobStream(gw, job_id, first)

@@ -80,6 +80,30 @@ class GatewaySettings(CommonSettings):
     max_upload_bytes: int = Field(
         default=200_000_000, ge=1, validation_alias="GATEWAY_MAX_UPLOAD_BYTES"
     )
+    max_header_bytes: int = Field(
+        default=16_384,
+        ge=1024,
+        validation_alias="GATEWAY_MAX_HEADER_BYTES",
+        description="a request line and headers larger than this are refused (400)",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        validation_alias="GATEWAY_HEADER_TIMEOUT_S",
+        description="a connection whose request headers take longer than this is closed",
+    )
+    max_connections: int = Field(
+        default=2000,
+        ge=1,
+        validation_alias="GATEWAY_MAX_CONNECTIONS",
+        description="past this many connections, the oldest still sending headers is closed",
+    )
+    keep_alive_s: int = Field(
+        default=5,
+        ge=1,
+        validation_alias="GATEWAY_KEEP_ALIVE_S",
+        description="an idle keep-alive connection is closed after this many seconds",
+    )
     request_timeout_s: float = Field(
         default=5.0,
         gt=0,

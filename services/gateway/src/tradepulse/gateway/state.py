@@ -9,6 +9,7 @@ from tradepulse.common.contracts.market import DatasetCoverage, DatasetKey
 from tradepulse.common.contracts.subjects import Names
 from tradepulse.gateway.auth import ApiKeys
 from tradepulse.gateway.backend import Backend
+from tradepulse.gateway.fanout import LiveHub
 from tradepulse.gateway.metrics import GatewayMetrics
 from tradepulse.gateway.settings import GatewaySettings
 from tradepulse.gateway.tracking import IngestTracker, RecentJobs
@@ -23,6 +24,7 @@ class Gateway:
     metrics: GatewayMetrics
     backend: Backend
     recent_jobs: RecentJobs
+    streams: LiveHub
     ingests: IngestTracker = field(default_factory=IngestTracker)
     # A job's configuration id never changes once the registry has made it.
     config_ids: OrderedDict[str, str] = field(default_factory=OrderedDict)

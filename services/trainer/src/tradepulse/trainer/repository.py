@@ -176,13 +176,18 @@ class TrainingRepository:
 
     async def insert_trials(self, trials: list[tuple[TrialCompleted, dict[str, Any]]]) -> None:
         """Store trials in one round trip; a trial already stored (a redelivered work item)
-        is left as it is."""
+        is left as it is, and none is stored once its job is cancelled (the trials a job
+        reports stop there). The job's row is share-locked, so a cancel either waits for the
+        insert or is seen by it."""
 
         async def op() -> None:
             await self.pool.executemany(
                 """INSERT INTO training.trials (job_id, number, params, state, value, metrics,
                        fingerprint, duration_ms, replica, reason, system_attrs, block_sums)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                   SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12
+                   FROM training.jobs
+                   WHERE job_id = $1 AND status <> 'cancelled'
+                   FOR SHARE
                    ON CONFLICT (job_id, number) DO NOTHING""",
                 [
                     (

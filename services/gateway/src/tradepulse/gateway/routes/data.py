@@ -14,7 +14,7 @@ import re
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from pydantic import ValidationError
 
 from tradepulse.common.contracts.market import (
@@ -140,9 +140,6 @@ async def ingest(body: IngestBody, gw: GatewayDep, _: ApiKeyDep, response: Respo
     return await run_ingest(gw, request, response, "path" if body.path else "symbol")
 
 
-UPLOAD_FIELDS = frozenset({"file", "exchange", "symbol", "timeframe", "since", "until"})
-
-
 def upload_name(filename: str | None) -> str:
     """A unique object name ending with the file's own name (ingest reads its type from it)."""
     base = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
@@ -165,7 +162,6 @@ def upload_name(filename: str | None) -> str:
 async def upload(
     gw: GatewayDep,
     _: ApiKeyDep,
-    http_request: Request,
     response: Response,
     file: Annotated[UploadFile, File(description="candles: .csv, .csv.gz or .parquet")],
     exchange: Annotated[ExchangeName, Form()],
@@ -174,12 +170,6 @@ async def upload(
     since: Annotated[str | None, Form(description="ISO 8601; keep candles from here")] = None,
     until: Annotated[str | None, Form(description="ISO 8601; keep candles before this")] = None,
 ) -> IngestOut:
-    # A misspelt field (`sinse`) would otherwise import the whole file instead of the window.
-    unknown = sorted(set((await http_request.form()).keys()) - UPLOAD_FIELDS)
-    if unknown:
-        raise InvalidInputError(
-            unknown[0], f"unknown field; the fields are {', '.join(sorted(UPLOAD_FIELDS))}"
-        )
     try:
         body = IngestBody(
             exchange=exchange, symbol=symbol, timeframe=timeframe, since=since, until=until

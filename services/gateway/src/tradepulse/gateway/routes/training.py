@@ -22,7 +22,7 @@ from tradepulse.common.contracts.training import (
 from tradepulse.gateway import jobs
 from tradepulse.gateway.deps import ApiKeyDep, GatewayDep, ReadKeyDep
 from tradepulse.gateway.errors import ERRORS, NotFoundError
-from tradepulse.gateway.live import JobStream
+from tradepulse.gateway.live import open_stream
 from tradepulse.gateway.paging import fetch_pages
 from tradepulse.gateway.schemas.common import StrategyName, Symbol
 from tradepulse.gateway.schemas.training import (
@@ -234,8 +234,7 @@ async def list_trials(
     },
 )
 async def job_events(job_id: str, gw: GatewayDep, _: ReadKeyDep) -> StreamingResponse:
-    first = await jobs.load_job(gw, job_id)
-    stream = JobStream(gw, job_id, first)
+    stream = await open_stream(gw, job_id)
     return StreamingResponse(
         stream.events(),
         media_type="text/event-stream",

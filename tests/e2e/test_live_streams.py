@@ -1,0 +1,90 @@
+"""500 live streams on one job (issue 11): every one opens and sees the same end, once.
+
+Before the streams shared the gateway's subscriptions and reads, 200 streams opened together
+made 200 reads of the job at once, and up to 30 % of them were 504 after 5 s. The time to the
+slowest stream's first event is printed (measured on a loaded 2-core machine, with this test's
+own client in the same interpreter: 1.4 s after the change, 2.1 s before); the issue's 1 s is
+not reached yet, so it is not asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.integration.conftest import Env
+from tests.integration.flows import excerpt, running_system
+from tradepulse.common.contracts.training import PREDECESSOR_PAYLOAD
+
+from .conftest import running_gateway, upload_candles, wait_job
+
+STREAMS = 500
+OPEN_WITHIN_S = 5.0  # no 504: the gateway's own request timeout
+
+
+async def follow(
+    client: httpx.AsyncClient, job_id: str
+) -> tuple[float, list[tuple[str, dict[str, Any]]]]:
+    """Seconds from asking to the first event, and every event until the stream ends."""
+    asked = time.perf_counter()
+    opened = 0.0
+    events: list[tuple[str, dict[str, Any]]] = []
+    async with client.stream("GET", f"/api/v2/training/job/{job_id}/events") as reply:
+        assert reply.status_code == 200, await reply.aread()
+        name = ""
+        async for line in reply.aiter_lines():
+            if line.startswith("event: "):
+                name = line[len("event: ") :]
+            elif line.startswith("data: "):
+                if not events:
+                    opened = time.perf_counter() - asked
+                events.append((name, json.loads(line[len("data: ") :])))
+    return opened, events
+
+
+async def test_500_streams_of_one_job_all_open_and_see_the_same_end_once(
+    env: Env, tmp_path: Path, shared_candles_path: Path
+) -> None:
+    data = excerpt(shared_candles_path, 4_000, tmp_path / "btc_5m.csv")
+    async with (
+        running_system(
+            tmp_path, env.names, trainers=1, nats_url=env.nats_url, database_url=env.database_url
+        ),
+        running_gateway(tmp_path, env.names, env.nats_url) as gateway,
+        gateway.client() as client,
+    ):
+        await upload_candles(client, data)
+        reply = await client.post(
+            "/api/v2/training/start",
+            json={**PREDECESSOR_PAYLOAD, "n_iterations": 600, "lookback_candles": 3000},
+        )
+        assert reply.status_code == 202, reply.text
+        job_id = reply.json()["job_id"]
+        await wait_job(client, job_id, ("running",), within=60)
+        limits = httpx.Limits(max_connections=STREAMS + 10, max_keepalive_connections=0)
+        async with (
+            httpx.AsyncClient(
+                base_url=gateway.url, headers=gateway.auth, timeout=120, limits=limits
+            ) as many,
+            asyncio.timeout(180),
+        ):
+            results = await asyncio.gather(*(follow(many, job_id) for _ in range(STREAMS)))
+        slowest = max(opened for opened, _ in results)
+        print(f"{STREAMS} streams: slowest first event after {slowest:.3f} s")
+        assert slowest < OPEN_WITHIN_S, f"the slowest stream opened after {slowest:.2f} s"
+        ends = [events[-1] for _, events in results]
+        assert {name for name, _ in ends} == {"completed"}
+        assert all(end == ends[0] for end in ends), "every stream saw the same end"
+        for _, events in results:
+            names = [name for name, _ in events]
+            assert names[0] == "state"
+            assert names.count("completed") == 1
+            progress = [body["progress"] for name, body in events if name == "progress"]
+            assert progress == sorted(progress)
+            # A stream opened as the job ended has its state and its end only.
+            assert progress[-1:] in ([], [100.0])
