@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ class Case:
     content: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
     files: dict[str, Any] | list[Any] | None = None
-    data: dict[str, str] | None = None
+    data: Mapping[str, str | list[str]] | None = None
 
 
 START = "/api/v2/training/start"
