@@ -40,9 +40,11 @@ fault: install
 e2e: install
 	@$(PYTEST) tests/e2e
 
-# Lint first, then every test in one run, so that two workers share the whole suite.
+# Lint first, then every test in one run, so that two workers share the whole suite. The
+# longest tests (e2e, then fault) are collected first and idle workers steal queued tests, so
+# both workers finish together instead of one running the last long e2e tests alone.
 test: lint
-	@$(PYTEST) tests/unit tests/integration tests/fault tests/e2e
+	@$(PYTEST) --dist worksteal tests/e2e tests/fault tests/integration tests/unit
 
 bench: install
 	@$(VENV)/python tests/benchmarks/bench_backtest.py
