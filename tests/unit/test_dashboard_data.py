@@ -228,8 +228,8 @@ def test_importances_name_the_parameter_that_moves_the_objective() -> None:
     assert set(found) == {p.name for p in LiquiditySweep().space}
     assert sum(found.values()) == pytest.approx(1.0)
     assert max(found, key=lambda k: found[k]) == first
-    assert found[first] > 0.9
-    assert param_importances(job_request(), results) == found  # seeded: the same every time
+    assert found[first] > 0.5, "more than every other parameter together"
+    assert param_importances(job_request(), results) == found  # no randomness: the same every time
 
 
 def test_no_importances_without_two_usable_trials_or_any_spread() -> None:

@@ -2,10 +2,13 @@
 
 The trials are the job's results (any sampler's, grid and random included), put into an
 in-memory optuna study over the strategy's search space; `optuna.importance` then says how
-much of the objective's variance each parameter explains (fractions summing to 1). The
-evaluator is fANOVA (optuna's default) seeded with the job's seed, so the same job always gets
-the same importances. They only inform people: when they cannot be computed the job still
-completes, without them.
+much each parameter explains the objective (fractions summing to 1). The evaluator is
+PED-ANOVA (`PedAnovaImportanceEvaluator`: which parameters set the best trials apart), not
+optuna's default fANOVA: fANOVA's random forest grows faster than quadratically with the
+trials (7 s for 500, 22 s for 1,000, 80 s for 2,000 here) and held an 8,000-trial job's
+completion for minutes, while PED-ANOVA takes 0.13 s for 8,000. It has no randomness, so the
+same job always gets the same importances. They only inform people: when they cannot be
+computed the job still completes, without them.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import asyncio
 from collections.abc import Mapping
 
 import optuna
-from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
 
 from tradepulse.common.contracts.training import TrainingRequested, TrialCompleted
 from tradepulse.common.logging import get_logger
@@ -47,7 +50,7 @@ def param_importances(
             for r in sorted(usable, key=lambda r: r.number)
         ]
     )
-    evaluator = FanovaImportanceEvaluator(seed=request.seed % 2**32)
+    evaluator = PedAnovaImportanceEvaluator()
     found = get_param_importances(study, evaluator=evaluator, normalize=True)
     return {name: float(value) for name, value in found.items()}
 
@@ -55,7 +58,7 @@ def param_importances(
 async def record_importances(
     request: TrainingRequested, results: Mapping[int, TrialCompleted], deps: Deps
 ) -> None:
-    """Compute (in a thread: fANOVA over thousands of trials takes a while) and store them."""
+    """Compute (in a thread, off the event loop that renews the lease) and store them."""
     try:
         found = await asyncio.to_thread(param_importances, request, results)
     except (ValueError, RuntimeError, KeyError) as exc:

@@ -240,8 +240,8 @@ class JobOut(BaseModel):
     )
     param_importances: dict[str, float] | None = Field(
         default=None,
-        description="each parameter's share of the objective's variance (optuna's fANOVA "
-        "importance, summing to 1), once the job has completed",
+        description="each parameter's importance (optuna's PED-ANOVA evaluator, summing to 1),"
+        " once the job has completed",
     )
 
 
