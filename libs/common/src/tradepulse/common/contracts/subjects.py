@@ -156,15 +156,12 @@ class Names:
     def ping(self, service: str) -> str:
         return f"{self.prefix}.rpc.{service}.ping"
 
-    # Durable consumers and queue groups ---------------------------------------------------
+    # Durable consumers (a service's queue group is its ServiceSpec name) ---------------------
     trainer_jobs_durable = "trainer-jobs"
     trainer_intake_durable = "trainer-intake"
     trainer_trials_durable = "trainer-trials"
     ingest_durable = "ingest"
     registry_jobs_durable = "registry-job-completed"
-    trainer_queue = "trainer"
-    registry_queue = "registry"
-    ingest_queue = "ingest"
 
     @property
     def _upper(self) -> str:
