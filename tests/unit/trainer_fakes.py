@@ -597,7 +597,7 @@ class Worker:
             await self._task
 
 
-async def eventually(check: Callable[[], bool], within: float = 5.0) -> None:
+async def eventually(check: Callable[[], bool], within: float = 30.0) -> None:
     """Wait until `check()` holds, polling; fail after `within` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
