@@ -381,6 +381,34 @@ async def test_a_job_of_a_dead_replica_is_taken_over_once_its_lease_ran_out() ->
     assert outcome(deps, job.job_id) == outcome(await undisturbed(job), job.job_id)
 
 
+async def test_a_holder_back_after_a_takeover_leaves_the_job_to_its_new_holder() -> None:
+    """Trainer 1 is cut off mid-job past its lease; trainer 2 takes the job over from its
+    redelivery. Trainer 1 comes back with an older count: it writes no progress and no end
+    over trainer 2's, and leaves the message (trainer 2's delivery now) unsettled."""
+    job = job_request(n_iterations=12)
+    clock = Clock()
+    stale = make_deps(MemoryJobStore(clock))
+    store, bus = parts(stale)
+    fresh = make_deps(store, bus, TP_REPLICA="trainer-2")
+    first, again = FakeDelivery(job.to_bytes()), FakeDelivery(job.to_bytes(), attempt=2)
+    async with Worker(stale, limit=4) as worker:
+        cut_off = asyncio.create_task(deliveries.job(first, stale, no_heartbeat))
+        await held_until(stale, job.job_id, 4)
+        clock.advance(60)
+        taking_over = asyncio.create_task(deliveries.job(again, fresh, no_heartbeat))
+        await eventually(lambda: row(stale, job.job_id).holder == "trainer-2")
+        worker.allow(None)
+        await asyncio.gather(cut_off, taking_over)
+    assert first.settled == [], "left to its new holder"
+    assert again.settled == ["ack"]
+    done = row(stale, job.job_id)
+    assert (done.status, done.trials_done, done.holder) == ("completed", 12, "trainer-2")
+    reference = await undisturbed(job)
+    assert outcome(stale, job.job_id) == outcome(reference, job.job_id)
+    assert [e.trials_done for e in events(stale, JobProgress)] == [4, 8, 12]
+    assert events(stale, JobCompleted) == events(reference, JobCompleted)
+
+
 async def test_duplicate_trial_results_change_nothing() -> None:
     job = job_request(n_iterations=10)
     deps = make_deps()
@@ -458,7 +486,7 @@ async def test_a_job_that_crashes_its_holder_fails_with_the_reason() -> None:
     deps = make_deps()
     store, _ = parts(deps)
 
-    async def broken(job_id: str, **progress: Any) -> None:
+    async def broken(job_id: str, **progress: Any) -> bool:
         raise KeyError("boom")
 
     store.update_progress = broken  # type: ignore[method-assign]

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from tradepulse.trainer import plan
 from tradepulse.trainer.cancels import CancelRegistry
-from tradepulse.trainer.errors import JobError, JobHeldElsewhereError
+from tradepulse.trainer.errors import JobError, JobHeldElsewhereError, JobTakenOverError
 from tradepulse.trainer.plan import Action, Batch, JobState
 from tradepulse.trainer.policy import (
     MalformedMessageError,
@@ -164,6 +164,7 @@ POLICY = RetryPolicy(lease_seconds=15, trial_max_deliver=3)
         (Queue.JOBS, MalformedMessageError("x"), 1, Verdict(Settle.TERM)),
         (Queue.JOBS, asyncio.CancelledError(), 1, Verdict(Settle.NAK, release_lease=True)),
         (Queue.JOBS, JobHeldElsewhereError("job-1"), 1, Verdict(Settle.NAK, delay=15)),
+        (Queue.JOBS, JobTakenOverError("job-1"), 1, Verdict(Settle.LEAVE)),
         (Queue.JOBS, ConnectionError("gone"), 1, Verdict(Settle.NAK, delay=2)),
         (Queue.JOBS, nats.errors.TimeoutError(), 1, Verdict(Settle.NAK, delay=2)),
         (Queue.JOBS, TimeoutError(), 1, Verdict(Settle.NAK, delay=2)),

@@ -132,11 +132,13 @@ class MemoryJobStore:
         if job is not None and job.holder == holder:
             self._update(job_id, holder=None, lease_until=None)
 
-    async def renew_lease(self, job_id: str, holder: str, lease_s: float) -> None:
+    async def renew_lease(self, job_id: str, holder: str, lease_s: float) -> bool:
         self.calls.append("renew_lease")
         job = self.jobs.get(job_id)
-        if job is not None and job.holder == holder:
-            self._update(job_id, lease_until=self.clock() + timedelta(seconds=lease_s))
+        if job is None or job.holder != holder:
+            return False
+        self._update(job_id, lease_until=self.clock() + timedelta(seconds=lease_s))
+        return True
 
     async def start_job(
         self,
@@ -199,26 +201,33 @@ class MemoryJobStore:
         self,
         job_id: str,
         *,
+        holder: str,
         trials_done: int,
         progress: float,
         best_trial: int | None,
         best_value: float | None,
-    ) -> None:
+    ) -> bool:
         self.calls.append("update_progress")
         job = self.jobs.get(job_id)
-        if job is not None and job.status == "running":
-            self._update(
-                job_id,
-                trials_done=trials_done,
-                progress=progress,
-                best_trial=best_trial,
-                best_value=best_value,
-            )
+        if job is None or job.status != "running" or job.holder != holder:
+            return False
+        self._update(
+            job_id,
+            trials_done=trials_done,
+            progress=progress,
+            best_trial=best_trial,
+            best_value=best_value,
+        )
+        return True
 
-    async def finish(self, job_id: str, status: str, *, error: str | None = None) -> bool:
+    async def finish(
+        self, job_id: str, status: str, *, error: str | None = None, holder: str | None = None
+    ) -> bool:
         self.calls.append("finish")
         job = self.jobs.get(job_id)
         if job is None or job.status in TERMINAL_STATUSES:
+            return False
+        if holder is not None and job.holder != holder:
             return False
         self._update(
             job_id,

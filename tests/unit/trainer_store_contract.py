@@ -195,10 +195,51 @@ class StoreContract:
         await store.create_job(job)
         assert await store.take_job(job.job_id, "trainer-1", 15)
         await backend.expire(job.job_id)
-        await store.renew_lease(job.job_id, "trainer-2", 15)
+        assert not await store.renew_lease(job.job_id, "trainer-2", 15)
         assert not await store.held_by_another(job.job_id, "trainer-2")
-        await store.renew_lease(job.job_id, "trainer-1", 15)
+        assert await store.renew_lease(job.job_id, "trainer-1", 15)
         assert await store.held_by_another(job.job_id, "trainer-2")
+
+    async def test_a_holder_that_lost_its_job_to_a_takeover_writes_nothing(
+        self, backend: Backend
+    ) -> None:
+        """A holder cut off past its lease comes back after another replica took the job
+        over: its older count, its end and its renewals are refused."""
+        store = backend.store
+        job = request()
+        await running(store, job, holder="trainer-1")
+        assert await store.update_progress(
+            job.job_id,
+            holder="trainer-1",
+            trials_done=4,
+            progress=40.0,
+            best_trial=1,
+            best_value=2.0,
+        )
+        await backend.expire(job.job_id)
+        assert await store.take_job(job.job_id, "trainer-2", 15)
+        assert await store.update_progress(
+            job.job_id,
+            holder="trainer-2",
+            trials_done=8,
+            progress=80.0,
+            best_trial=5,
+            best_value=3.0,
+        )
+        assert not await store.update_progress(
+            job.job_id,
+            holder="trainer-1",
+            trials_done=4,
+            progress=40.0,
+            best_trial=1,
+            best_value=2.0,
+        )
+        assert not await store.renew_lease(job.job_id, "trainer-1", 15)
+        assert not await store.finish(job.job_id, "completed", holder="trainer-1")
+        row = await store.get_job(job.job_id)
+        assert row is not None
+        assert (row.status, row.trials_done, row.holder) == ("running", 8, "trainer-2")
+        assert await store.finish(job.job_id, "completed", holder="trainer-2")
 
     async def test_starting_keeps_the_first_window_and_start(self, backend: Backend) -> None:
         store = backend.store
@@ -266,7 +307,12 @@ class StoreContract:
         queued = request()
         await store.create_job(queued)
         await store.update_progress(
-            queued.job_id, trials_done=4, progress=40.0, best_trial=1, best_value=2.0
+            queued.job_id,
+            holder="trainer-1",
+            trials_done=4,
+            progress=40.0,
+            best_trial=1,
+            best_value=2.0,
         )
         row = await store.get_job(queued.job_id)
         assert row is not None
@@ -275,7 +321,12 @@ class StoreContract:
         job = request()
         await running(store, job)
         await store.update_progress(
-            job.job_id, trials_done=4, progress=40.0, best_trial=1, best_value=2.0
+            job.job_id,
+            holder="trainer-1",
+            trials_done=4,
+            progress=40.0,
+            best_trial=1,
+            best_value=2.0,
         )
         row = await store.get_job(job.job_id)
         assert row is not None
@@ -288,7 +339,12 @@ class StoreContract:
         assert await store.finish(job.job_id, "completed")
         assert not await store.finish(job.job_id, "failed", error="late")
         await store.update_progress(
-            job.job_id, trials_done=1, progress=10.0, best_trial=0, best_value=1.0
+            job.job_id,
+            holder="trainer-1",
+            trials_done=1,
+            progress=10.0,
+            best_trial=0,
+            best_value=1.0,
         )
         row = await store.get_job(job.job_id)
         assert row is not None
@@ -299,7 +355,12 @@ class StoreContract:
         failed = request()
         await running(store, failed)
         await store.update_progress(
-            failed.job_id, trials_done=3, progress=30.0, best_trial=None, best_value=None
+            failed.job_id,
+            holder="trainer-1",
+            trials_done=3,
+            progress=30.0,
+            best_trial=None,
+            best_value=None,
         )
         assert await store.finish(failed.job_id, "failed", error="why")
         row = await store.get_job(failed.job_id)
@@ -445,7 +506,12 @@ class StoreContract:
         await running(store, jobs[1])
         await store.insert_trials([(trial(jobs[1].job_id, 0, 1.25), {})])
         await store.update_progress(
-            jobs[1].job_id, trials_done=1, progress=100.0, best_trial=0, best_value=1.25
+            jobs[1].job_id,
+            holder="trainer-1",
+            trials_done=1,
+            progress=100.0,
+            best_trial=0,
+            best_value=1.25,
         )
         rows = await store.ensemble_jobs(ensemble)
         assert [r.request.seed for r in rows] == [1, 5, 9]

@@ -98,6 +98,8 @@ async def job(delivery: Delivery, deps: Deps, heartbeat: Heartbeat) -> None:
                 reason = f"internal error: {describe(exc)}"
                 await handlers.finish_failed(job_id, reason, deps)
                 await delivery.ack_sync()
+        elif verdict.settle is Settle.LEAVE:
+            log.warning("job_taken_over", error=describe(exc))
         else:
             if isinstance(exc, TRANSIENT):
                 log.warning("job_interrupted", retry_in_s=verdict.delay, error=describe(exc))
@@ -112,7 +114,9 @@ async def job(delivery: Delivery, deps: Deps, heartbeat: Heartbeat) -> None:
 
 
 async def heartbeat(delivery: Delivery, job_id: str, deps: Deps) -> None:
-    """Keep a held job's message and lease alive: a third of the ack wait apart."""
+    """Keep a held job's message and lease alive: a third of the ack wait apart. Stops once
+    another replica has taken the job over (this one was away too long): the holder learns it
+    at its next progress record and leaves the job."""
     beat = deps.settings.job_ack_wait / 3
     while True:
         await asyncio.sleep(beat)
@@ -120,10 +124,14 @@ async def heartbeat(delivery: Delivery, job_id: str, deps: Deps) -> None:
             await delivery.in_progress()
         # Bounded: a renewal waiting on a database that is away must not delay the next
         # in-progress ack past JetStream's ack wait.
+        renewed: bool | None = None
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(
+            renewed = await asyncio.wait_for(
                 deps.store.renew_lease(job_id, deps.replica, deps.settings.lease_seconds), beat
             )
+        if renewed is False:
+            log.warning("job_lease_lost", job_id=job_id)
+            return
 
 
 async def trial_work(delivery: Delivery, deps: Deps) -> list[TrialCompleted]:

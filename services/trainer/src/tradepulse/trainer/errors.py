@@ -17,5 +17,14 @@ class JobHeldElsewhereError(ServiceError):
         super().__init__(f"job {job_id} is held by another replica")
 
 
+class JobTakenOverError(ServiceError):
+    """This replica held the job, lost its lease (cut off, stalled) and another replica took
+    it over: it stops and leaves the job, and the message it was delivered, to that one."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"job {job_id} was taken over by another replica")
+
+
 class SnapshotMissingError(JobError):
     """A dataset snapshot a job refers to is no longer in the object store."""

@@ -54,6 +54,7 @@ from tradepulse.quant.walkforward import (
 )
 from tradepulse.trainer import plan
 from tradepulse.trainer.deps import Deps
+from tradepulse.trainer.errors import JobTakenOverError
 from tradepulse.trainer.optimizer import SamplerSpec
 from tradepulse.trainer.ports import EvaluatedTrial, StoredTrial
 from tradepulse.trainer.study import StudyRunner, StudySpec
@@ -184,13 +185,15 @@ class FoldProgress:
         n_all = request.total_trials
         best = plan.best_of(self.studies[-1].results)
         progress = plan.progress_of(total, n_all)
-        await self.deps.store.update_progress(
+        if not await self.deps.store.update_progress(
             job_id,
+            holder=self.deps.replica,
             trials_done=total,
             progress=progress,
             best_trial=best.number if best else None,
             best_value=best.value if best else None,
-        )
+        ):
+            raise JobTakenOverError(job_id)
         await self.deps.bus.publish_event(
             JobProgress(
                 message_id=f"{job_id}.progress.{total}",

@@ -26,7 +26,7 @@ from tradepulse.common.logging import get_logger
 from tradepulse.quant import QuantError, get_strategy, last_window, range_window
 from tradepulse.trainer import folds, plan
 from tradepulse.trainer.deps import Deps
-from tradepulse.trainer.errors import JobError, JobHeldElsewhereError
+from tradepulse.trainer.errors import JobError, JobHeldElsewhereError, JobTakenOverError
 from tradepulse.trainer.importances import record_importances
 from tradepulse.trainer.optimizer import SamplerSpec
 from tradepulse.trainer.ports import EvaluatedTrial
@@ -144,9 +144,7 @@ async def complete_job(
         )
     await record_report(deps.store, deps.cache, request, window, best.number)
     await record_importances(request, results, deps)
-    await deps.store.finish(job_id, "completed")
-    await publish_terminal(job_id, deps)
-    return "completed"
+    return await finish_completed(job_id, deps)
 
 
 async def hold_walk_forward(
@@ -223,9 +221,7 @@ async def complete_walk_forward(
     log.info("walk_forward_report_stored", job_id=job_id, wfe=report.wfe, oos_psr=report.oos.psr)
     # The configuration is the final optimization's best: its importances are the job's.
     await record_importances(request, results[-1], deps)
-    await deps.store.finish(job_id, "completed")
-    await publish_terminal(job_id, deps)
-    return "completed"
+    return await finish_completed(job_id, deps)
 
 
 async def resolve_window(request: TrainingRequested, deps: Deps) -> DataWindow:
@@ -269,13 +265,15 @@ async def record_progress(
     n = request.n_iterations
     best = plan.best_of(results)
     progress = plan.progress_of(done, n)
-    await deps.store.update_progress(
+    if not await deps.store.update_progress(
         job_id,
+        holder=deps.replica,
         trials_done=done,
         progress=progress,
         best_trial=best.number if best else None,
         best_value=best.value if best else None,
-    )
+    ):
+        raise JobTakenOverError(job_id)
     await deps.bus.publish_event(
         JobProgress(
             message_id=f"{job_id}.progress.{done}",
@@ -288,6 +286,20 @@ async def record_progress(
             best_trial=best.number if best else None,
         )
     )
+
+
+async def finish_completed(job_id: str, deps: Deps) -> str:
+    """Complete a job this replica holds. A holder that lost its lease while it was away
+    (another replica took the job over) completes nothing; one whose job ended meanwhile
+    (cancelled while orphaned) republishes that end."""
+    if not await deps.store.finish(job_id, "completed", holder=deps.replica):
+        job = await deps.store.get_job(job_id)
+        if job is None or job.status not in TERMINAL_STATUSES:
+            raise JobTakenOverError(job_id)
+        await publish_terminal(job_id, deps)
+        return job.status
+    await publish_terminal(job_id, deps)
+    return "completed"
 
 
 async def finish_failed(job_id: str, reason: str, deps: Deps) -> str:

@@ -28,7 +28,7 @@ import nats.errors
 from tradepulse.common.db.pool import TRANSIENT as DATABASE_TRANSIENT
 from tradepulse.common.errors import ServiceError
 from tradepulse.common.subscribe import NEWER_SCHEMA_DELAY_S
-from tradepulse.trainer.errors import JobHeldElsewhereError
+from tradepulse.trainer.errors import JobHeldElsewhereError, JobTakenOverError
 
 # Failures that pass: a lost connection, NATS or PostgreSQL away for a moment.
 TRANSIENT: tuple[type[BaseException], ...] = (
@@ -64,6 +64,7 @@ class Settle(enum.Enum):
     TERM = "term"  # never deliver again
     GIVE_UP = "give_up"  # record the failure (job failed / trials failed), then ack
     RAISE = "raise"  # not this policy's to handle: let it propagate
+    LEAVE = "leave"  # settle nothing: the message is another replica's delivery now
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,10 @@ class RetryPolicy:
                 # The replica is stopping: hand the job to another replica now rather than
                 # after the ack wait, and without making it wait for the lease to run out.
                 return Verdict(Settle.NAK, release_lease=True)
+            if isinstance(exc, JobTakenOverError):
+                # Its new holder was delivered this message again and keeps it in progress;
+                # an ack or nak here would settle that holder's delivery.
+                return Verdict(Settle.LEAVE)
             if isinstance(exc, JobHeldElsewhereError):
                 # A duplicate of a job another replica runs: come back once its lease could
                 # have run out, in case that replica dies (then this message resumes the job).

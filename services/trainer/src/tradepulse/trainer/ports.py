@@ -120,7 +120,9 @@ class JobStore(Protocol):
     async def release_lease(self, job_id: str, holder: str) -> None:
         """Give the lease up (shutting down); nothing if `holder` does not hold it."""
 
-    async def renew_lease(self, job_id: str, holder: str, lease_s: float) -> None: ...
+    async def renew_lease(self, job_id: str, holder: str, lease_s: float) -> bool:
+        """Extend `holder`'s lease; False once another replica has taken the job over (or
+        it is gone): the holder has lost it."""
 
     async def start_job(
         self,
@@ -145,16 +147,21 @@ class JobStore(Protocol):
         self,
         job_id: str,
         *,
+        holder: str,
         trials_done: int,
         progress: float,
         best_trial: int | None,
         best_value: float | None,
-    ) -> None:
-        """Record progress of a running job (a job in any other status is left as it is)."""
+    ) -> bool:
+        """Record progress of a job running under `holder`; False (nothing written) if it is
+        not running or another replica holds it: a holder that was cut off and came back
+        after a takeover must not write its older count over the new holder's."""
 
-    async def finish(self, job_id: str, status: str, *, error: str | None = None) -> bool:
+    async def finish(
+        self, job_id: str, status: str, *, error: str | None = None, holder: str | None = None
+    ) -> bool:
         """Move a job to a terminal status (progress 100 if completed); False if it already
-        had one."""
+        had one, or if `holder` is given and another replica holds the job."""
 
     async def request_cancel(self, job_id: str) -> JobStatus | None:
         """Flag a job for cancellation; its status afterwards, None if there is no such job.

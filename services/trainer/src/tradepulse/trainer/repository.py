@@ -126,14 +126,15 @@ class TrainingRepository:
             holder,
         )
 
-    async def renew_lease(self, job_id: str, holder: str, lease_s: float) -> None:
-        await self._execute(
+    async def renew_lease(self, job_id: str, holder: str, lease_s: float) -> bool:
+        result = await self._execute(
             """UPDATE training.jobs SET lease_until = now() + make_interval(secs => $3)
                WHERE job_id = $1 AND holder = $2""",
             job_id,
             holder,
             lease_s,
         )
+        return result.endswith(" 1")
 
     async def start_job(
         self,
@@ -214,33 +215,41 @@ class TrainingRepository:
         self,
         job_id: str,
         *,
+        holder: str,
         trials_done: int,
         progress: float,
         best_trial: int | None,
         best_value: float | None,
-    ) -> None:
-        await self._execute(
+    ) -> bool:
+        result = await self._execute(
             """UPDATE training.jobs
                SET trials_done = $2, progress = $3, best_trial = $4, best_value = $5,
                    updated_at = now()
-               WHERE job_id = $1 AND status = 'running'""",
+               WHERE job_id = $1 AND status = 'running' AND holder = $6""",
             job_id,
             trials_done,
             progress,
             best_trial,
             best_value,
+            holder,
         )
+        return result.endswith(" 1")
 
-    async def finish(self, job_id: str, status: str, *, error: str | None = None) -> bool:
-        """Move a job to a terminal status; False if it already had one."""
+    async def finish(
+        self, job_id: str, status: str, *, error: str | None = None, holder: str | None = None
+    ) -> bool:
+        """Move a job to a terminal status; False if it already had one, or `holder` is
+        given and does not hold it."""
         result = await self._execute(
             """UPDATE training.jobs
                SET status = $2, error = $3, finished_at = now(), updated_at = now(),
                    progress = CASE WHEN $2 = 'completed' THEN 100 ELSE progress END
-               WHERE job_id = $1 AND status NOT IN ('completed', 'failed', 'cancelled')""",
+               WHERE job_id = $1 AND status NOT IN ('completed', 'failed', 'cancelled')
+                 AND ($4::text IS NULL OR holder = $4)""",
             job_id,
             status,
             error,
+            holder,
         )
         return result.endswith(" 1")
 
