@@ -66,7 +66,7 @@ async def list_jobs(request: ListJobs, deps: Deps) -> JobsReply:
         request.status, request.symbol, request.strategy, request.limit, request.offset
     )
     views = [await job_view(job_id, deps) for job_id in ids]
-    return JobsReply(total=total, jobs=[v for v in views if v is not None])
+    return JobsReply(total=total, jobs=[v.listed() for v in views if v is not None])
 
 
 async def get_ensemble(request: GetEnsemble, deps: Deps) -> EnsembleReply:
