@@ -15,6 +15,7 @@ from tests.integration.flows import excerpt, running_system
 from tests.support.browser import Console, chromium, chromium_missing, enter_key
 
 from .conftest import running_gateway, upload_candles, wait_job
+from .test_api import config_of
 
 pytestmark = pytest.mark.skipif(chromium_missing() is not None, reason=str(chromium_missing()))
 
@@ -327,6 +328,15 @@ async def test_a_walk_forward_jobs_page_draws_its_folds_stitched_equity_and_degr
         assert len(points["is_performance"]) == len(points["oos_performance"]) == 256
         listed = (await client.get("/api/v2/training/jobs")).json()["jobs"]
         assert [j["validation"]["pbo"]["degradation"]["points"] for j in listed] == [None]
+        # The configuration keeps them too, and its list leaves them out like the jobs'.
+        config = await config_of(client, job_id)
+        assert config["validation"]["pbo"]["degradation"]["points"] == points
+        configs = (await client.get("/api/v2/configs")).json()["items"]
+        assert [c["validation"]["pbo"]["degradation"]["points"] for c in configs] == [None]
+        assert configs[0]["walk_forward"]["final"]["validation"]["pbo"]["degradation"] == {
+            **pbo["degradation"],
+            "points": None,
+        }
 
         reply = await client.get(f"/api/v2/training/job/{job_id}/walk-forward/equity")
         assert reply.status_code == 200, reply.text
