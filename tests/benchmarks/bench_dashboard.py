@@ -1,6 +1,7 @@
 """The dashboard's speed on the real system (issue 10, "fast and light"): first paint of every
 page on loopback while a job runs, the equity chart of a 155,520-bar window drawn after its
-data arrive, and the backtest endpoint's latency for that window.
+data arrive, the backtest endpoint's latency for that window, and the walk-forward equity
+endpoint's for a 5-fold job over it (with its ratio to the backtest's, measured alike).
 
     .venv/bin/python -m tests.benchmarks.bench_dashboard [--repeat 20]
 
@@ -57,6 +58,33 @@ async def main(repeat: int) -> int:
         )
         print(line("GET /configs/{id}/backtest (HTTP, warm)", latencies))
         print(line("  of which the trainer (backtest + thinning)", trainer_ms))
+
+        # A walk-forward job over the same window: its stitched equity re-runs 5 fold tests.
+        wf = await stack.job(
+            n_iterations=8,
+            lookback_candles=BARS,
+            min_trades=1,
+            pbo_blocks=4,
+            walk_forward={"folds": 5, "is_oos_ratio": 4},
+        )
+        path = f"/api/v2/training/job/{wf['job_id']}/walk-forward/equity"
+        wf_latencies, wf_trainer_ms = [], []
+        await stack.client.get(path)
+        for _ in range(repeat):
+            started = time.perf_counter()
+            reply = await stack.client.get(path)
+            wf_latencies.append((time.perf_counter() - started) * 1000)
+            stitched = reply.json()
+            wf_trainer_ms.append(stitched["compute_ms"])
+        print(
+            f"walk-forward: {stitched['equity']['bars']:,} out-of-sample bars, "
+            f"{stitched['trades']} trades, thinned to {len(stitched['equity']['time'])} points; "
+            f"matches the report: {stitched['matches_report']}"
+        )
+        print(line("GET /training/job/{id}/walk-forward/equity", wf_latencies))
+        print(line("  of which the trainer (5 tests + stitch + thin)", wf_trainer_ms))
+        ratio = statistics.median(wf_latencies) / statistics.median(latencies)
+        print(f"walk-forward equity / backtest, medians: {ratio:.2f}x")
 
         # The system busy: a long job runs while the pages are opened.
         busy = await stack.client.post(

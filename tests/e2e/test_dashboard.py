@@ -14,7 +14,8 @@ from tests.integration.conftest import Env
 from tests.integration.flows import excerpt, running_system
 from tests.support.browser import Console, chromium, chromium_missing, enter_key
 
-from .conftest import running_gateway, upload_candles
+from .conftest import running_gateway, upload_candles, wait_job
+from .test_api import config_of
 
 pytestmark = pytest.mark.skipif(chromium_missing() is not None, reason=str(chromium_missing()))
 
@@ -284,3 +285,112 @@ async def test_the_chart_endpoints_follow_the_apis_rules(
             refused = await anonymous.get(path, params=MARKET)
             assert refused.status_code == 401
             assert refused.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_a_walk_forward_jobs_page_draws_its_folds_stitched_equity_and_degradation(
+    env: Env, tmp_path: Path, shared_candles_path: Path
+) -> None:
+    """A live walk-forward job (2 folds of 12 trials over 3,000 candles, then the final
+    optimization): the job page draws its folds on the time axis, each fold's in- and
+    out-of-sample Sharpe, the stitched out-of-sample equity a trainer re-ran (its metrics the
+    report's) and the degradation scatter with the report's points."""
+    data = excerpt(shared_candles_path, 6_000, tmp_path / "btc_5m.csv")
+    payload = {
+        **MARKET,
+        "strategy": "LIQUIDITY_SWEEP",
+        "regime": "any",
+        "optimizer": "random",
+        "n_iterations": 12,
+        "lookback_candles": 3_000,
+        "seed": 7,
+        "walk_forward": {"folds": 2, "is_oos_ratio": 2},
+    }
+    console = Console()
+    async with (
+        running_system(
+            tmp_path, env.names, trainers=1, nats_url=env.nats_url, database_url=env.database_url
+        ),
+        running_gateway(tmp_path, env.names, env.nats_url) as gateway,
+        gateway.client() as client,
+        gateway.client(authorized=False) as anonymous,
+        chromium() as browser,
+    ):
+        await upload_candles(client, data)
+        started = await client.post("/api/v2/training/start", json=payload)
+        assert started.status_code == 202, started.text
+        job_id = started.json()["job_id"]
+        job = await wait_job(client, job_id)
+        assert job["status"] == "completed", job["error"]
+        report = job["walk_forward"]
+        pbo = job["validation"]["pbo"]
+        points = pbo["degradation"]["points"]
+        assert pbo["sets"] == 12_870
+        assert len(points["is_performance"]) == len(points["oos_performance"]) == 256
+        listed = (await client.get("/api/v2/training/jobs")).json()["jobs"]
+        assert [j["validation"]["pbo"]["degradation"]["points"] for j in listed] == [None]
+        # The configuration keeps them too, and its list leaves them out like the jobs'.
+        config = await config_of(client, job_id)
+        assert config["validation"]["pbo"]["degradation"]["points"] == points
+        configs = (await client.get("/api/v2/configs")).json()["items"]
+        assert [c["validation"]["pbo"]["degradation"]["points"] for c in configs] == [None]
+        assert configs[0]["walk_forward"]["final"]["validation"]["pbo"]["degradation"] == {
+            **pbo["degradation"],
+            "points": None,
+        }
+
+        reply = await client.get(f"/api/v2/training/job/{job_id}/walk-forward/equity")
+        assert reply.status_code == 200, reply.text
+        stitched = reply.json()
+        assert stitched["matches_report"] is True
+        assert stitched["fingerprint"] == report["oos"]["fingerprint"]
+        assert stitched["metrics"] == report["oos"]["metrics"]
+        assert stitched["equity"]["bars"] == report["oos"]["span"]["bars"] == 2 * 750
+        assert stitched["equity"]["time"][0] == report["oos"]["span"]["first_ms"]
+        for path, params, code in [
+            (f"/api/v2/training/job/{job_id}/walk-forward/equity", {"points": 5}, 422),
+            ("/api/v2/training/job/nope/walk-forward/equity", {}, 404),
+            ("/api/v2/training/job/..%2F/walk-forward/equity", {}, 404),
+        ]:
+            refused = await client.get(path, params=params)
+            assert refused.status_code == code, (path, refused.text)
+        anonymous_reply = await anonymous.get(f"/api/v2/training/job/{job_id}/walk-forward/equity")
+        assert anonymous_reply.status_code == 401
+
+        page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+        console.watch(page)
+        page.set_default_timeout(TIMEOUT_MS)
+        await page.goto(f"{gateway.url}/#/job/{job_id}")
+        await enter_key(page, gateway.key)
+        await page.wait_for_function(
+            "() => ['folds', 'fold-sharpe', 'degradation', 'wf-equity']"
+            ".every((name) => window.__tp && window.__tp.charts[name])"
+        )
+        drawn = await page.evaluate(
+            """() => { const c = window.__tp.charts;
+                return { folds: c.folds.data.length,
+                         sharpe: c['fold-sharpe'].data.slice(1),
+                         equity: c['wf-equity'].equity.data().map((p) => p.value),
+                         drawdown: c['wf-equity'].drawdown.data().length,
+                         scatter: [c.degradation.data[0], c.degradation.data[1]] }; }"""
+        )
+        assert drawn["folds"] == 1 + 2 * 2  # the time axis, each fold's train and test spans
+        folds = report["fold_results"]
+        assert drawn["sharpe"] == [
+            [f["train_metrics"]["sharpe_ratio"] if f["train_metrics"] else None for f in folds],
+            [f["test_metrics"]["sharpe_ratio"] for f in folds],
+        ]
+        assert drawn["equity"] == stitched["equity"]["equity"]
+        assert drawn["drawdown"] == len(stitched["equity"]["time"])
+        xs, ys = drawn["scatter"]
+        assert sorted(zip(xs, ys, strict=True)) == sorted(
+            zip(points["is_performance"], points["oos_performance"], strict=True)
+        )
+        for chart in ("#folds-chart", "#fold-sharpe-chart", "#wf-equity-chart"):
+            assert await background_pixels(page, chart) > 1000, chart
+        assert await background_pixels(page, "#degradation-chart") > 1000
+        note = await page.locator("#wf-equity-note").text_content()
+        assert "matches the walk-forward report" in (note or "")
+        assert "256 of the 12,870 splits" in (
+            await page.locator("#degradation-note").text_content() or ""
+        )
+    assert console.errors == [], "\n".join(console.errors)

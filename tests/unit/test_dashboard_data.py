@@ -1,6 +1,11 @@
-"""The dashboard's data: the equity downsampler (pure core) and the trainer's backtest RPC."""
+"""The dashboard's data: the equity downsampler (pure core), the trainer's backtest RPC and its
+walk-forward equity RPC, and the reports' degradation points (kept by one job, left out of
+lists)."""
 
 from __future__ import annotations
+
+import asyncio
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,21 +16,44 @@ from hypothesis.extra.numpy import arrays
 from tests.unit.trainer_fakes import (
     BTC,
     SNAPSHOT,
+    FakeDelivery,
     MemoryJobStore,
+    Worker,
     job_request,
     make_deps,
+    no_heartbeat,
     synthetic_candles,
 )
 from tradepulse.common.contracts.base import INVALID_REQUEST, NOT_FOUND, ErrorReply
-from tradepulse.common.contracts.charts import BacktestReply, GetCandles, RunBacktest
+from tradepulse.common.contracts.charts import (
+    BacktestReply,
+    GetCandles,
+    GetWalkForwardEquity,
+    RunBacktest,
+    WalkForwardEquityReply,
+)
 from tradepulse.common.contracts.training import (
     BacktestSettingsModel,
     DataWindow,
+    GetJob,
+    ListJobs,
+    TrainingRequested,
     TrialCompleted,
 )
-from tradepulse.quant import BacktestSettings, LiquiditySweep, last_window, run_backtest
+from tradepulse.quant import (
+    BacktestSettings,
+    Candles,
+    LiquiditySweep,
+    last_window,
+    load_candles,
+    run_backtest,
+)
 from tradepulse.quant.downsample import drawdown, extrema_indices
-from tradepulse.trainer import queries
+from tradepulse.quant.validation import MAX_DEGRADATION_POINTS
+from tradepulse.quant.walkforward import run_test_folds, stitch
+from tradepulse.trainer import deliveries, folds, queries
+from tradepulse.trainer.errors import SnapshotMissingError
+from tradepulse.trainer.evaluate import DatasetCache
 from tradepulse.trainer.importances import param_importances, record_importances
 
 # Downsampler ---------------------------------------------------------------------------------
@@ -256,3 +284,144 @@ async def test_a_completed_job_stores_its_importances_and_shows_them() -> None:
     assert view is not None
     assert view.param_importances is not None
     assert sum(view.param_importances.values()) == pytest.approx(1.0)
+
+
+# The trainer's walk-forward equity RPC ---------------------------------------------------------
+# A walk-forward job on in-memory ports with the trainer's real backtest: the first 6,000 rows
+# of the shared candles, a window of the last 3,000, 2 folds at a ratio of 2 (test spans of
+# 750 bars), 6 trials per optimization.
+
+WF_N = 6
+
+
+@pytest.fixture(scope="module")
+def wf_candles(candles_excerpt: Path) -> Candles:
+    return load_candles(candles_excerpt)
+
+
+async def _run_walk_forward(candles: Candles) -> tuple[TrainingRequested, MemoryJobStore]:
+    job = job_request(
+        lookback_candles=3000,
+        n_iterations=WF_N,
+        walk_forward={"folds": 2, "is_oos_ratio": 2},
+        pbo_blocks=12,  # 924 splits: the report keeps a sample of them
+    )
+    deps = make_deps(candles=candles)
+    async with Worker(deps, real=True):
+        delivery = FakeDelivery(job.to_bytes())
+        await deliveries.job(delivery, deps, no_heartbeat)
+    assert delivery.settled == ["ack"]
+    assert isinstance(deps.store, MemoryJobStore)
+    return job, deps.store
+
+
+@pytest.fixture(scope="module")
+def wf_job(wf_candles: Candles) -> tuple[TrainingRequested, MemoryJobStore]:
+    return asyncio.run(_run_walk_forward(wf_candles))
+
+
+async def test_the_walk_forward_equity_is_the_stored_stitched_record(
+    wf_job: tuple[TrainingRequested, MemoryJobStore], wf_candles: Candles
+) -> None:
+    job, store = wf_job
+    row = store.jobs[job.job_id]
+    assert row.status == "completed"
+    report, window = row.walk_forward, row.data_window
+    assert report is not None
+    assert window is not None
+    reply = await queries.walk_forward_equity(
+        GetWalkForwardEquity(job_id=job.job_id, points=40),
+        make_deps(store=store, candles=wf_candles),
+    )
+    assert isinstance(reply, WalkForwardEquityReply)
+    assert reply.matches_report is True
+    assert reply.fingerprint == report.oos.fingerprint
+    assert reply.metrics == report.oos.metrics
+    assert reply.trades == sum(f.test_trades for f in report.fold_results)
+    # The same record built directly from the core's functions, from the report's parameters.
+    plan_ = folds.fold_plan(job, window, wf_candles)
+    strategy = LiquiditySweep()
+    tests = run_test_folds(
+        plan_.history,
+        plan_.layout,
+        strategy,
+        [strategy.parse_params(f.params) if f.params else None for f in report.fold_results],
+        BacktestSettings(),
+        warmup_bars=plan_.warmup_bars,
+    )
+    direct = stitch(plan_.history, plan_.layout, tests, BacktestSettings().initial_capital)
+    assert direct.fingerprint == reply.fingerprint
+    curve = reply.equity
+    assert curve.bars == len(direct.equity) == 2 * 750
+    assert len(curve.time) <= 40
+    assert len(curve.time) == len(curve.equity) == len(curve.drawdown)
+    assert curve.time == sorted(curve.time)
+    assert curve.time[0] == report.oos.span.first_ms
+    assert curve.time[-1] == report.oos.span.last_ms
+    assert max(curve.equity) == direct.equity.max()
+    assert min(curve.equity) == direct.equity.min()
+    assert min(curve.drawdown) == drawdown(direct.equity).min()
+    assert curve.equity[0] == job.settings.initial_capital
+    assert curve.equity[-1] == report.fold_results[-1].final_capital
+
+
+async def test_walk_forward_equity_of_no_walk_forward_report_is_not_found(
+    wf_job: tuple[TrainingRequested, MemoryJobStore], wf_candles: Candles
+) -> None:
+    job, store = wf_job
+    deps = make_deps(store=store, candles=wf_candles)
+    unknown = await queries.walk_forward_equity(GetWalkForwardEquity(job_id="nope"), deps)
+    assert isinstance(unknown, ErrorReply)
+    assert (unknown.code, unknown.error) == (NOT_FOUND, "no job 'nope'")
+    plain = job_request()
+    await store.create_job(plain)
+    queued = await queries.walk_forward_equity(GetWalkForwardEquity(job_id=plain.job_id), deps)
+    assert isinstance(queued, ErrorReply)
+    assert queued.code == NOT_FOUND
+    assert "has no walk-forward report" in queued.error
+    assert "queued" in queued.error
+
+    async def lost(name: str) -> bytes:
+        raise SnapshotMissingError(f"dataset snapshot {name} is no longer in the object store")
+
+    elsewhere = make_deps(store=store)
+    elsewhere.cache = DatasetCache(lost)  # a replica whose object store lost the snapshot
+    gone = await queries.walk_forward_equity(GetWalkForwardEquity(job_id=job.job_id), elsewhere)
+    assert isinstance(gone, ErrorReply)
+    assert gone.code == NOT_FOUND
+    assert "no longer in the object store" in gone.error
+    with pytest.raises(ValueError, match="points"):
+        GetWalkForwardEquity(job_id=job.job_id, points=5)
+
+
+async def test_a_job_keeps_its_degradation_points_and_a_list_leaves_them_out(
+    wf_job: tuple[TrainingRequested, MemoryJobStore], wf_candles: Candles
+) -> None:
+    job, store = wf_job
+    deps = make_deps(store=store, candles=wf_candles)
+    view = (await queries.get_job(GetJob(job_id=job.job_id), deps)).job
+    assert view is not None
+    assert view.validation is not None
+    assert view.walk_forward is not None
+    assert view.validation.pbo is not None
+    assert view.validation.pbo.sets == 924
+    points = view.validation.pbo.degradation.points
+    assert points is not None
+    assert len(points.is_performance) == len(points.oos_performance) == MAX_DEGRADATION_POINTS
+    for fold in view.walk_forward.fold_results:
+        assert fold.validation.pbo is None or fold.validation.pbo.degradation.points is not None
+    listed = (await queries.list_jobs(ListJobs(), deps)).jobs
+    [mine] = [v for v in listed if v.job_id == job.job_id]
+    assert mine.validation is not None
+    assert mine.validation.pbo is not None
+    assert mine.validation.pbo.degradation.points is None
+    assert mine.validation.pbo.degradation.slope == view.validation.pbo.degradation.slope
+    assert mine.walk_forward is not None
+    for fold in mine.walk_forward.fold_results:
+        assert fold.validation.pbo is None or fold.validation.pbo.degradation.points is None
+    assert mine.walk_forward.final.validation.pbo is not None
+    assert mine.walk_forward.final.validation.pbo.degradation.points is None
+    # Everything else is the job's own.
+    assert mine.model_copy(update={"validation": None, "walk_forward": None}) == view.model_copy(
+        update={"validation": None, "walk_forward": None}
+    )

@@ -1,6 +1,7 @@
 """The job page's walk-forward section, drawn in Debian's Chromium from a job shaped as the
-walk-forward issue (9, item 3) specifies, before the trainer produces such jobs: the page's
-own files are served from the package, the API's answers are this test's."""
+walk-forward issue (9, item 3) specifies, and a validation report stored before reports kept
+their degradation points: the page's own files are served from the package, the API's answers
+are this test's (tests/e2e/test_dashboard.py draws a live walk-forward job)."""
 
 from __future__ import annotations
 
@@ -168,6 +169,42 @@ BACKTEST: dict[str, Any] = {
 }
 
 
+WF_EQUITY: dict[str, Any] = {
+    "job_id": "job_wf",
+    "fingerprint": "x",
+    "matches_report": True,
+    "metrics": JOB["walk_forward"]["oos"]["metrics"],
+    "trades": 15,
+    "equity": {
+        "method": "minmax-per-bucket",
+        "bars": 30,
+        "time": [40 * DAY, 55 * DAY, 69 * DAY],
+        "equity": [10_000.0, 9_900.0, 10_060.0],
+        "drawdown": [0.0, -0.01, 0.0],
+    },
+    "compute_ms": 2.0,
+}
+# A report stored before the degradation's points were kept.
+OLD_VALIDATION: dict[str, Any] = {
+    "n_trials": 60,
+    "sharpe_variance": 1e-6,
+    "expected_max_sharpe": 2.0,
+    "expected_max_sharpe_per_bar": 0.004,
+    "selected": {"trial": 5, "sharpe_per_bar": 0.01, "returns": 999, "skew": 0.1, "kurtosis": 4},
+    "psr": 0.9,
+    "dsr": 0.4,
+    "pbo": {
+        "blocks": 16,
+        "sets": 12870,
+        "pbo": 0.6,
+        "prob_oos_loss": 0.5,
+        "degradation": {"slope": -0.5, "intercept": 0.001, "r2": 0.2, "points": None},
+        "logit_quantiles": {"5": -2.0, "25": -1.0, "50": 0.1, "75": 1.0, "95": 2.0},
+        "logit_histogram": [0] * 12 + [12870] + [0] * 11,
+    },
+}
+
+
 async def answer(route: Route) -> None:
     url = route.request.url.removeprefix(ORIGIN)
     path = url.split("?", 1)[0]
@@ -177,6 +214,13 @@ async def answer(route: Route) -> None:
             "/api/v2/training/job/job_wf": JOB,
             "/api/v2/configs/cfg_wf": CONFIG,
             "/api/v2/configs/cfg_wf/backtest": BACKTEST,
+            "/api/v2/training/job/job_wf/walk-forward/equity": WF_EQUITY,
+            "/api/v2/training/job/job_old": {
+                **JOB,
+                "job_id": "job_old",
+                "walk_forward": None,
+                "validation": OLD_VALIDATION,
+            },
         }.get(path, body)
         await route.fulfill(status=200, content_type="application/json", body=json.dumps(body))
         return
@@ -202,8 +246,15 @@ async def test_a_walk_forward_job_shows_its_folds_and_stitched_record() -> None:
         assert len(rows) == 3
         assert "0–39 1970-01-01 00:00:00Z → 1970-02-09 00:00:00Z" in rows[0]
         await page.wait_for_function("() => window.__tp.charts['fold-sharpe']")
-        oos = await page.evaluate("() => window.__tp.charts['fold-sharpe'].data[1]")
-        assert oos == pytest.approx([0.5, 0.4, 0.3])
+        sharpes = await page.evaluate("() => window.__tp.charts['fold-sharpe'].data.slice(1)")
+        assert sharpes == [pytest.approx([1.5, 1.6, 1.7]), pytest.approx([0.5, 0.4, 0.3])]
+        await page.wait_for_function("() => window.__tp.charts['wf-equity']")
+        drawn = await page.evaluate(
+            "() => window.__tp.charts['wf-equity'].equity.data().map((p) => p.value)"
+        )
+        assert drawn == WF_EQUITY["equity"]["equity"]
+        note = await page.locator("#wf-equity-note").text_content()
+        assert "matches the walk-forward report" in (note or "")
         folds = await page.evaluate("() => window.__tp.charts.folds.data.length")
         assert folds == 1 + 2 * 3  # the time axis, then each fold's train and test spans
         bars = await page.evaluate("() => window.__tp.charts.importances.data[1]")
@@ -230,4 +281,24 @@ async def test_a_configuration_shows_its_gates_and_walk_forward_record() -> None
         assert len(history) == 2
         await page.wait_for_function("() => window.__tp.charts.equity")
         assert await page.evaluate("() => window.__tp.charts.equity.equity.data().length") == 2
+    assert console.errors == [], "\n".join(console.errors)
+
+
+async def test_a_report_stored_without_degradation_points_draws_the_line_alone() -> None:
+    console = Console()
+    async with chromium() as browser:
+        page = await browser.new_page()
+        console.watch(page)
+        await page.route(f"{ORIGIN}/**", answer)
+        await page.add_init_script("sessionStorage.setItem('tradepulse.apiKey', 'k')")
+        await page.goto(f"{ORIGIN}/#/job/job_old")
+        await page.wait_for_function("() => window.__tp.charts.degradation")
+        data = await page.evaluate("() => window.__tp.charts.degradation.data")
+        xs, ys, line = data
+        assert len(xs) == 21
+        assert all(y is None for y in ys)
+        assert line == pytest.approx([0.001 - 0.5 * x for x in xs])
+        note = await page.locator("#degradation-note").text_content()
+        assert "stored without the splits' points" in (note or "")
+        assert await page.locator("#walk-forward").count() == 0
     assert console.errors == [], "\n".join(console.errors)

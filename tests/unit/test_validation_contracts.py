@@ -12,6 +12,7 @@ from tradepulse.common.contracts.registry import ListConfigs
 from tradepulse.common.contracts.subjects import Names
 from tradepulse.common.contracts.training import (
     ConvergenceReport,
+    DegradationPoints,
     EnsembleReply,
     EnsembleView,
     GetEnsemble,
@@ -119,6 +120,29 @@ def test_the_report_round_trips_with_its_nulls() -> None:
     again = ValidationReport.model_validate_json(parsed.model_dump_json())
     assert again == parsed
     assert ValidationReport.model_validate(report(pbo=None, dsr=None)).pbo is None
+
+
+def test_degradation_points_pair_up_and_a_report_stored_without_them_still_reads() -> None:
+    old = ValidationReport.model_validate(report())  # stored before the points were kept
+    assert old.pbo is not None
+    assert old.pbo.degradation.points is None
+    assert old.without_points() is old
+    points = {"is_performance": [0.01, 0.02], "oos_performance": [-0.01, 0.005]}
+    pbo = {**report()["pbo"], "degradation": {"slope": 1.0, "intercept": 0.0, "r2": 0.5}}
+    pbo["degradation"]["points"] = points
+    new = ValidationReport.model_validate(report(pbo=pbo))
+    assert new.pbo is not None
+    assert new.pbo.degradation.points is not None
+    assert new.pbo.degradation.points.oos_performance == [-0.01, 0.005]
+    assert ValidationReport.model_validate_json(new.model_dump_json()) == new
+    bare = new.without_points()
+    assert bare.pbo is not None
+    assert bare.pbo.degradation.points is None
+    assert bare.model_copy(update={"pbo": None}) == new.model_copy(update={"pbo": None})
+    with pytest.raises(ValidationError, match="pair up"):
+        DegradationPoints(is_performance=[0.1], oos_performance=[])
+    with pytest.raises(ValidationError, match="is_performance"):
+        DegradationPoints(is_performance=[0.0] * 257, oos_performance=[0.0] * 257)
 
 
 def test_the_report_refuses_probabilities_outside_0_1_and_bad_pbo_shapes() -> None:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from tradepulse.quant import ParameterError
 from tradepulse.quant.validation import PboReport, block_sums, pbo, pbo_from_block_sums
-from tradepulse.quant.validation.pbo import logit_histogram
+from tradepulse.quant.validation.pbo import MAX_DEGRADATION_POINTS, logit_histogram, sample_sets
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SQRT2 = math.sqrt(2.0)
@@ -96,6 +96,38 @@ def test_degradation_line_by_hand() -> None:
     assert r3.logit_quantiles["50"] == pytest.approx(math.log(0.5), rel=1e-12)
 
 
+def test_the_degradation_points_are_the_sets_winners_by_hand() -> None:
+    m3 = matrix(
+        [1, 3, -3, -1],  # block 0: sqrt2; block 1: -sqrt2
+        [0, 2, 3, 5],  # block 0: 1/sqrt2; block 1: 2 sqrt2
+    )
+    d = report(m3, 2).degradation
+    # J = {0}: trial 0 at (sqrt2, -sqrt2); J = {1}: trial 1 at (2 sqrt2, 1/sqrt2).
+    assert d.is_performance == pytest.approx((SQRT2, 2 * SQRT2), rel=1e-12)
+    assert d.oos_performance == pytest.approx((-SQRT2, 1 / SQRT2), rel=1e-12)
+    # A line through equal IS performances is null, but the points are still there.
+    flat = report(matrix([1, 3, 0, 2], [0, 2, 1, 3], [2, 2, -1, 1]), 2).degradation
+    assert flat.slope is None
+    assert flat.is_performance == pytest.approx((SQRT2, SQRT2), rel=1e-12)
+
+
+def test_every_set_is_kept_up_to_the_limit_and_an_even_sample_beyond() -> None:
+    assert sample_sets(252).tolist() == list(range(252))  # S = 10: every set
+    assert sample_sets(256).tolist() == list(range(256))
+    picked = sample_sets(12_870)  # S = 16
+    assert len(picked) == MAX_DEGRADATION_POINTS == 256
+    assert picked[0] == 0
+    assert np.all(np.diff(picked) > 0)
+    assert picked.tolist() == [j * 12_870 // 256 for j in range(256)]
+    assert sample_sets(10, limit=4).tolist() == [0, 2, 5, 7]
+    rng = np.random.default_rng(3)
+    wide = report(rng.normal(0.0, 0.01, (600, 6)), 12)  # 924 sets
+    assert wide.sets == 924
+    assert len(wide.degradation.is_performance) == len(wide.degradation.oos_performance) == 256
+    small = report(rng.normal(0.0, 0.01, (600, 6)), 8)  # 70 sets: all of them
+    assert len(small.degradation.is_performance) == 70
+
+
 def test_the_first_t_mod_s_returns_are_dropped() -> None:
     base = matrix([1, 3, -3, -1], [0, 2, 3, 5])
     assert pbo(np.vstack([[1e6, -1e6], [5.0, -5.0], base]), 4) is None  # T = 6, S = 4: B = 1
@@ -149,7 +181,8 @@ def test_to_dict_has_exactly_the_report_keys() -> None:
         "logit_quantiles",
         "logit_histogram",
     }
-    assert set(d["degradation"]) == {"slope", "intercept", "r2"}
+    assert set(d["degradation"]) == {"slope", "intercept", "r2", "points"}
+    assert set(d["degradation"]["points"]) == {"is_performance", "oos_performance"}
     assert list(d["logit_quantiles"]) == ["5", "25", "50", "75", "95"]
     assert d["sets"] == 6
     assert len(d["logit_histogram"]) == 24

@@ -34,6 +34,7 @@ from tradepulse.quant.validation import (
     moments,
     pbo,
     probabilistic_sharpe,
+    sample_sets,
     sharpe_per_bar,
 )
 
@@ -53,6 +54,11 @@ def compare_pbo(m: np.ndarray, blocks: int) -> None:
     assert d.slope == pytest.approx(ref.slope, rel=1e-7, abs=1e-12)
     assert d.intercept == pytest.approx(ref.intercept, rel=1e-7, abs=1e-12)
     assert d.r2 == pytest.approx(ref.r2, rel=1e-7, abs=1e-12)
+    # The points are pypbo's winners of the sampled sets (itertools.combinations is the
+    # lexicographic order too).
+    keep = sample_sets(ours.sets)
+    assert d.is_performance == pytest.approx(ref.is_winner[keep].tolist(), rel=1e-9, abs=1e-12)
+    assert d.oos_performance == pytest.approx(ref.oos_winner[keep].tolist(), rel=1e-9, abs=1e-12)
     hist = np.clip(np.floor(2 * ref.logits) + 12, 0, 23).astype(int)
     assert list(ours.logit_histogram) == np.bincount(hist, minlength=24).tolist()
 

@@ -154,7 +154,7 @@ async def record_job(event: JobCompleted, deps: Deps) -> bool:
 
 async def list_configs(query: ListConfigs, deps: Deps) -> ConfigsReply:
     total, items = await retrying(lambda: deps.repo.list_configs(query), wait=READ_RETRY_S)
-    return ConfigsReply(total=total, items=items)
+    return ConfigsReply(total=total, items=[c.listed() for c in items])
 
 
 async def get_config(query: GetConfig, deps: Deps) -> ConfigReply:

@@ -162,6 +162,12 @@ async def setup(rt: Runtime[TrainerSettings]) -> None:
         lambda r: queries.backtest(r, deps),
         name="run_backtest",
     )
+    await rt.respond(
+        names.walk_forward_equity,
+        queries.GetWalkForwardEquity,
+        lambda r: queries.walk_forward_equity(r, deps),
+        name="walk_forward_equity",
+    )
 
     async def on_cancel_broadcast(msg: Msg) -> None:
         deps.cancels.cancel(msg.subject.rsplit(".", 1)[-1])

@@ -35,10 +35,12 @@ from tradepulse.common.contracts.training import (
     ValidationReport,
     WalkForwardReport,
 )
-from tradepulse.quant import BacktestSettings, Candles, get_strategy, run_backtest
+from tradepulse.quant import BacktestResult, BacktestSettings, Candles, get_strategy, run_backtest
+from tradepulse.quant.errors import WalkForwardError
 from tradepulse.quant.metrics import periods_per_year
 from tradepulse.quant.validation import result_returns
 from tradepulse.quant.walkforward import (
+    FoldTest,
     Span,
     WalkForwardLayout,
     check_warmup_room,
@@ -268,6 +270,42 @@ class FoldData:
     prepared: list[Any]
 
 
+def test_and_stitch(
+    plan_: FoldPlan, fold_params: Sequence[Mapping[str, float | int] | None]
+) -> tuple[list[FoldTest], BacktestResult]:
+    """Every fold's test backtest with carried capital and the stitched out-of-sample record;
+    `fold_params[i]` is fold i's best parameters (None: it had no usable trial)."""
+    request = plan_.request
+    strategy = get_strategy(request.strategy)
+    settings = BacktestSettings(**request.settings.model_dump())
+    tests = run_test_folds(
+        plan_.history,
+        plan_.layout,
+        strategy,
+        [strategy.parse_params(p) if p is not None else None for p in fold_params],
+        settings,
+        warmup_bars=plan_.warmup_bars,
+        regime=request.regime,
+    )
+    return tests, stitch(plan_.history, plan_.layout, tests, settings.initial_capital)
+
+
+def stitched_again(
+    request: TrainingRequested, window: DataWindow, history: Candles, report: WalkForwardReport
+) -> BacktestResult:
+    """A completed job's stitched out-of-sample record, re-run from its stored report (each
+    fold's best parameters) by the code that made the report, so its fingerprint and metrics
+    are the report's `oos` ones. CPU-bound (K test backtests): run it off the event loop."""
+    plan_ = fold_plan(request, window, history)
+    if len(report.fold_results) != plan_.layout.folds:
+        raise WalkForwardError(
+            "walk_forward",
+            f"the report has {len(report.fold_results)} folds, the job's layout "
+            f"{plan_.layout.folds}",
+        )
+    return test_and_stitch(plan_, [f.params for f in report.fold_results])[1]
+
+
 def build_report(plan_: FoldPlan, data: FoldData) -> tuple[WalkForwardReport, ValidationReport]:
     """The walk-forward report and the final optimization's validation report (the job's).
 
@@ -306,17 +344,7 @@ def build_report(plan_: FoldPlan, data: FoldData) -> tuple[WalkForwardReport, Va
             )
         )
     fold_best = data.bests[:k]
-    params = [strategy.parse_params(b.params) if b else None for b in fold_best]
-    tests = run_test_folds(
-        plan_.history,
-        wf,
-        strategy,
-        params,
-        settings,
-        warmup_bars=plan_.warmup_bars,
-        regime=request.regime,
-    )
-    stitched = stitch(plan_.history, wf, tests, settings.initial_capital)
+    tests, stitched = test_and_stitch(plan_, [b.params if b else None for b in fold_best])
     train_metrics = [b.metrics if b else None for b in fold_best]
     efficiencies = fold_efficiencies(wf, train_metrics, tests, ppy)
     fold_results = [

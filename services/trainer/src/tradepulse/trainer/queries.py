@@ -1,4 +1,5 @@
-"""Requests the trainer answers: cancel a job, read jobs and trials, re-run a backtest.
+"""Requests the trainer answers: cancel a job, read jobs and trials, re-run a backtest or a
+walk-forward job's stitched out-of-sample record.
 
 Each is a `Responder` of the common skeleton (app.setup registers them with `Runtime.respond`),
 which decodes the request and turns an exception into an `ErrorReply` whose code survives the
@@ -9,6 +10,7 @@ UNAVAILABLE. An unknown id is not an error: the reply says it was not found (`fo
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import datetime
 
@@ -19,9 +21,15 @@ from tradepulse.common.contracts.base import (
     NOT_FOUND,
     ErrorReply,
 )
-from tradepulse.common.contracts.charts import BacktestReply, EquityCurve, TradeView
+from tradepulse.common.contracts.charts import (
+    BacktestReply,
+    EquityCurve,
+    TradeView,
+    WalkForwardEquityReply,
+)
 
 # Re-exported: the trainer's app registers the responder with it.
+from tradepulse.common.contracts.charts import GetWalkForwardEquity as GetWalkForwardEquity
 from tradepulse.common.contracts.charts import RunBacktest as RunBacktest
 from tradepulse.common.contracts.training import (
     CancelJob,
@@ -39,6 +47,7 @@ from tradepulse.common.contracts.training import (
 )
 from tradepulse.quant import BacktestSettings, QuantError, get_strategy, run_backtest
 from tradepulse.quant.downsample import drawdown, extrema_indices
+from tradepulse.trainer import folds
 from tradepulse.trainer.deps import Deps
 from tradepulse.trainer.errors import SnapshotMissingError
 from tradepulse.trainer.handlers import publish_terminal
@@ -66,7 +75,7 @@ async def list_jobs(request: ListJobs, deps: Deps) -> JobsReply:
         request.status, request.symbol, request.strategy, request.limit, request.offset
     )
     views = [await job_view(job_id, deps) for job_id in ids]
-    return JobsReply(total=total, jobs=[v for v in views if v is not None])
+    return JobsReply(total=total, jobs=[v.listed() for v in views if v is not None])
 
 
 async def get_ensemble(request: GetEnsemble, deps: Deps) -> EnsembleReply:
@@ -189,6 +198,58 @@ async def backtest(request: RunBacktest, deps: Deps) -> BacktestReply | ErrorRep
             bars=len(span),
             time=times[low:high][keep].tolist(),
             equity=span[keep].tolist(),
+            drawdown=under[keep].tolist(),
+        ),
+        compute_ms=(time.perf_counter() - started) * 1000,
+    )
+
+
+async def walk_forward_equity(
+    request: GetWalkForwardEquity, deps: Deps
+) -> WalkForwardEquityReply | ErrorReply:
+    """Re-run a completed walk-forward job's fold tests from its stored report (each fold's
+    best parameters, capital carried) on its data window, from the dataset cache, stitch them
+    as the report did (folds.stitched_again), and thin the stitched equity to `points` by
+    min/max per bucket with the drawdown's trough per bucket, as `backtest` does.
+
+    An unknown job, one without a walk-forward report (a plain job, or one not completed) and
+    a missing snapshot are not_found; a report the core cannot re-run an invalid request.
+    """
+    started = time.perf_counter()
+    job = await deps.store.get_job(request.job_id)
+    if job is None:
+        return ErrorReply(error=f"no job {request.job_id!r}", code=NOT_FOUND)
+    report, window = job.walk_forward, job.data_window
+    if report is None or window is None:
+        return ErrorReply(
+            error=f"job {request.job_id} has no walk-forward report: it is not a walk-forward "
+            f"job, or it has not completed (it is {job.status})",
+            code=NOT_FOUND,
+        )
+    try:
+        history = await deps.cache.history(window.snapshot)
+        stitched = await asyncio.to_thread(
+            folds.stitched_again, job.request, window, history, report
+        )
+    except SnapshotMissingError as exc:
+        return ErrorReply(error=str(exc), code=NOT_FOUND)
+    except (QuantError, ValueError, KeyError) as exc:
+        return ErrorReply(
+            error=f"cannot re-run job {request.job_id}'s folds: {exc}", code=INVALID_REQUEST
+        )
+    equity = stitched.equity
+    under = drawdown(equity)
+    keep = extrema_indices(equity, request.points, (under,))
+    return WalkForwardEquityReply(
+        job_id=request.job_id,
+        fingerprint=stitched.fingerprint,
+        matches_report=stitched.fingerprint == report.oos.fingerprint,
+        metrics=stitched.metrics,
+        trades=len(stitched.trade_ints),
+        equity=EquityCurve(
+            bars=len(equity),
+            time=stitched.open_time[keep].tolist(),
+            equity=equity[keep].tolist(),
             drawdown=under[keep].tolist(),
         ),
         compute_ms=(time.perf_counter() - started) * 1000,

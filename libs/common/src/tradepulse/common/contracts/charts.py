@@ -1,4 +1,5 @@
-"""Messages behind the dashboard's charts: a configuration's backtest re-run, a candle range."""
+"""Messages behind the dashboard's charts: a configuration's backtest re-run, a walk-forward
+job's stitched out-of-sample equity, a candle range."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from tradepulse.common.contracts.base import Contract, Message
+from tradepulse.common.contracts.base import ID_PATTERN, Contract, Message
 from tradepulse.common.contracts.market import DatasetKey, GapInfo
 from tradepulse.common.contracts.training import (
     BacktestSettingsModel,
@@ -98,6 +99,30 @@ class BacktestReply(Message):
     trades: list[TradeView]
     equity: EquityCurve
     compute_ms: float = Field(ge=0, description="the backtest and the thinning, in the trainer")
+
+
+class GetWalkForwardEquity(Message):
+    """A completed walk-forward job's stitched out-of-sample equity (validation spec section
+    3): its trainer re-runs each fold's best parameters on the fold's test span with the
+    carried capital and stitches them as the job's report did, then thins the curve to at
+    most `points` as RunBacktest's."""
+
+    job_id: str = Field(pattern=ID_PATTERN)
+    points: int = Field(default=DEFAULT_EQUITY_POINTS, ge=MIN_EQUITY_POINTS, le=MAX_EQUITY_POINTS)
+
+
+class WalkForwardEquityReply(Message):
+    """The stitched record re-run: its fingerprint and metrics, which `matches_report` says
+    are the job's stored out-of-sample ones, its trade count and its thinned equity over
+    the out-of-sample bars (`s + I .. n-1`)."""
+
+    job_id: str
+    fingerprint: str
+    matches_report: bool
+    metrics: MetricValues
+    trades: int = Field(ge=0)
+    equity: EquityCurve
+    compute_ms: float = Field(ge=0, description="the fold tests, the stitching and the thinning")
 
 
 class GetCandles(Message):

@@ -129,6 +129,18 @@ class ConfigView(Contract):
         default=None, description="a walk-forward job's lifecycle gates; null for a plain job"
     )
 
+    def listed(self) -> ConfigView:
+        """The view as a list of configurations carries it: reports without their
+        degradation points, so that a page of 200 stays under NATS's 1 MB message limit."""
+        return self.model_copy(
+            update={
+                "validation": None if self.validation is None else self.validation.without_points(),
+                "walk_forward": None
+                if self.walk_forward is None
+                else self.walk_forward.without_points(),
+            }
+        )
+
 
 class ListConfigs(Message):
     status: ConfigStatus | None = None

@@ -126,6 +126,10 @@ class Names:
         return f"{self.prefix}.rpc.training.backtest"
 
     @property
+    def walk_forward_equity(self) -> str:
+        return f"{self.prefix}.rpc.training.walk_forward_equity"
+
+    @property
     def get_candles(self) -> str:
         return f"{self.prefix}.rpc.market.candles"
 

@@ -11,6 +11,7 @@ from tradepulse.common.contracts.market import DatasetKey
 from tradepulse.quant import SETTING_BOUNDS, BacktestSettings
 from tradepulse.quant import Objective as Objective
 from tradepulse.quant import Regime as Regime
+from tradepulse.quant.validation import MAX_DEGRADATION_POINTS
 
 # What the core decides (objectives, regimes, setting bounds) comes from the core; the wire's
 # own words (optimizers, job statuses, limits of a request) are declared here, once.
@@ -250,12 +251,30 @@ class SelectedTrial(Contract):
     kurtosis: float | None
 
 
+class DegradationPoints(Contract):
+    """The in-sample winner's (P_n*, P'_n*) of some CSCV sets, for a scatter: every set when
+    there are at most MAX_DEGRADATION_POINTS (S <= 10), else that many evenly spaced in the
+    sets' lexicographic order (`tradepulse.quant.validation.sample_sets`)."""
+
+    is_performance: list[float] = Field(max_length=MAX_DEGRADATION_POINTS)
+    oos_performance: list[float] = Field(max_length=MAX_DEGRADATION_POINTS)
+
+    @model_validator(mode="after")
+    def _paired(self) -> DegradationPoints:
+        if len(self.is_performance) != len(self.oos_performance):
+            raise ValueError("is_performance and oos_performance must pair up")
+        return self
+
+
 class Degradation(Contract):
-    """The least-squares line P'_n* = intercept + slope * P_n* over the CSCV sets."""
+    """The least-squares line P'_n* = intercept + slope * P_n* over the CSCV sets; `points`
+    are some sets' own (null in reports stored before they were kept, and in lists of jobs
+    and configurations, whose replies must stay small)."""
 
     slope: float | None
     intercept: float | None
     r2: float | None
+    points: DegradationPoints | None = None
 
 
 class PboReport(Contract):
@@ -292,6 +311,14 @@ class ValidationReport(Contract):
     psr: float | None = Field(ge=0, le=1)
     dsr: float | None = Field(ge=0, le=1)
     pbo: PboReport | None
+
+    def without_points(self) -> ValidationReport:
+        """The report as lists carry it: its degradation without the points (about 11 KB)."""
+        if self.pbo is None or self.pbo.degradation.points is None:
+            return self
+        degradation = self.pbo.degradation.model_copy(update={"points": None})
+        pbo = self.pbo.model_copy(update={"degradation": degradation})
+        return self.model_copy(update={"pbo": pbo})
 
 
 class BarSpan(Contract):
@@ -361,6 +388,20 @@ class WalkForwardReport(Contract):
     oos: OutOfSample
     wfe: float | None
     dispersion: dict[str, float | None]
+
+    def without_points(self) -> WalkForwardReport:
+        """The report as lists carry it: every optimization's validation without its points."""
+        return self.model_copy(
+            update={
+                "fold_results": [
+                    f.model_copy(update={"validation": f.validation.without_points()})
+                    for f in self.fold_results
+                ],
+                "final": self.final.model_copy(
+                    update={"validation": self.final.validation.without_points()}
+                ),
+            }
+        )
 
 
 class JobCompleted(Message):
@@ -440,6 +481,18 @@ class JobView(Contract):
     param_importances: dict[str, float] | None = Field(
         default=None, description="optuna's importance of each parameter, once the job ended"
     )
+
+    def listed(self) -> JobView:
+        """The view as a list of jobs carries it: reports without their degradation points,
+        so that a page of 200 jobs stays under NATS's 1 MB message limit."""
+        return self.model_copy(
+            update={
+                "validation": None if self.validation is None else self.validation.without_points(),
+                "walk_forward": None
+                if self.walk_forward is None
+                else self.walk_forward.without_points(),
+            }
+        )
 
 
 class JobReply(Message):

@@ -16,7 +16,14 @@ from tradepulse.quant.validation.ensemble import (
     dispersion,
     seed_convergence,
 )
-from tradepulse.quant.validation.pbo import Degradation, PboReport, pbo, pbo_from_block_sums
+from tradepulse.quant.validation.pbo import (
+    MAX_DEGRADATION_POINTS,
+    Degradation,
+    PboReport,
+    pbo,
+    pbo_from_block_sums,
+    sample_sets,
+)
 from tradepulse.quant.validation.report import REPORT_KEYS, EvaluatedTrial, validation_report
 from tradepulse.quant.validation.sharpe import (
     EULER_GAMMA,
@@ -33,6 +40,7 @@ from tradepulse.quant.validation.sharpe import (
 __all__ = [
     "DEFAULT_MAX_DISPERSION",
     "EULER_GAMMA",
+    "MAX_DEGRADATION_POINTS",
     "REPORT_KEYS",
     "DeflatedSharpe",
     "Degradation",
@@ -52,6 +60,7 @@ __all__ = [
     "psr_from_moments",
     "result_block_sums",
     "result_returns",
+    "sample_sets",
     "seed_convergence",
     "sharpe_per_bar",
     "validation_report",

@@ -30,18 +30,36 @@ from tradepulse.quant.validation.blocks import block_layout, check_blocks, matri
 
 QUANTILES = (5, 25, 50, 75, 95)
 HISTOGRAM_BINS = 24  # [-6 + 0.5j, -5.5 + 0.5j), j = 0..23
+# The degradation's points a report keeps for a scatter: every set up to S = 10 (252 sets),
+# a sample of the 924..12,870 sets beyond, so a stored report stays about 11 KB of JSON.
+MAX_DEGRADATION_POINTS = 256
 
 
 @dataclass(frozen=True)
 class Degradation:
-    """Least squares `P'_n* = intercept + slope * P_n*` over the sets, with its r2.
+    """Least squares `P'_n* = intercept + slope * P_n*` over the sets, with its r2, and the
+    points `(P_n*, P'_n*)` of the sets `sample_sets(sets)` in that order (`is_performance`,
+    `oos_performance`), for a scatter.
 
-    All three are None when every IS performance is equal; r2 is None when every OOS one is.
+    The line's three figures are None when every IS performance is equal; r2 is None when
+    every OOS one is. The line is fitted over every set, not only the sampled ones.
     """
 
     slope: float | None
     intercept: float | None
     r2: float | None
+    is_performance: tuple[float, ...] = ()
+    oos_performance: tuple[float, ...] = ()
+
+
+def sample_sets(sets: int, limit: int = MAX_DEGRADATION_POINTS) -> npt.NDArray[np.int64]:
+    """Which of `sets` sets (lexicographic order, 0-based) a report's degradation points are:
+    all of them when there are at most `limit`, else `floor(j * sets / limit)` for
+    j = 0..limit-1, evenly spaced from the first set on (deterministic, so the same trials
+    always give the same points)."""
+    if sets <= limit:
+        return np.arange(sets, dtype=np.int64)
+    return (np.arange(limit, dtype=np.int64) * sets) // limit
 
 
 @dataclass(frozen=True)
@@ -65,7 +83,15 @@ class PboReport:
             "sets": self.sets,
             "pbo": self.pbo,
             "prob_oos_loss": self.prob_oos_loss,
-            "degradation": {"slope": d.slope, "intercept": d.intercept, "r2": d.r2},
+            "degradation": {
+                "slope": d.slope,
+                "intercept": d.intercept,
+                "r2": d.r2,
+                "points": {
+                    "is_performance": list(d.is_performance),
+                    "oos_performance": list(d.oos_performance),
+                },
+            },
             "logit_quantiles": dict(self.logit_quantiles),
             "logit_histogram": list(self.logit_histogram),
         }
@@ -130,8 +156,13 @@ def logit_histogram(logits: FloatArray) -> tuple[int, ...]:
 
 
 def _degradation(x: FloatArray, y: FloatArray) -> Degradation:
+    keep = sample_sets(len(x))
+    points = {
+        "is_performance": tuple(float(v) for v in x[keep]),
+        "oos_performance": tuple(float(v) for v in y[keep]),
+    }
     if x.min() == x.max():
-        return Degradation(slope=None, intercept=None, r2=None)
+        return Degradation(slope=None, intercept=None, r2=None, **points)
     dx = x - x.mean()
     dy = y - y.mean()
     sxx = float(dx @ dx)
@@ -140,7 +171,7 @@ def _degradation(x: FloatArray, y: FloatArray) -> Degradation:
     slope = sxy / sxx
     intercept = float(y.mean()) - slope * float(x.mean())
     r2 = None if y.min() == y.max() else sxy * sxy / (sxx * syy)
-    return Degradation(slope=slope, intercept=intercept, r2=r2)
+    return Degradation(slope=slope, intercept=intercept, r2=r2, **points)
 
 
 # error_model="numpy": no division-by-zero checks (none can occur: c >= 4), which lets LLVM

@@ -1,7 +1,8 @@
 """What the dashboard's charts read, through the services like everything else:
 `GET /api/v2/configs/{id}/backtest` (the trainer re-runs the configuration on its stored
-window) and `GET /api/v2/data/candles` (a page of a dataset's candles from ingest) and
-`GET /api/v2/data/gaps` (where a dataset has none)."""
+window), `GET /api/v2/training/job/{id}/walk-forward/equity` (the trainer re-runs a
+walk-forward job's fold tests and stitches them), `GET /api/v2/data/candles` (a page of a
+dataset's candles from ingest) and `GET /api/v2/data/gaps` (where a dataset has none)."""
 
 from __future__ import annotations
 
@@ -23,13 +24,21 @@ from tradepulse.common.contracts.charts import (
     GapsReply,
     GetCandles,
     GetGaps,
+    GetWalkForwardEquity,
     RunBacktest,
+    WalkForwardEquityReply,
 )
 from tradepulse.common.contracts.market import DatasetKey
 from tradepulse.common.contracts.registry import ConfigReply, GetConfig
 from tradepulse.gateway.deps import GatewayDep, ReadKeyDep
 from tradepulse.gateway.errors import ERRORS, InvalidInputError, NotFoundError
-from tradepulse.gateway.schemas.charts import BacktestOut, CandlesOut, GapsOut, GapSpanOut
+from tradepulse.gateway.schemas.charts import (
+    BacktestOut,
+    CandlesOut,
+    GapsOut,
+    GapSpanOut,
+    WalkForwardEquityOut,
+)
 from tradepulse.gateway.schemas.common import (
     ExchangeName,
     Moment,
@@ -42,6 +51,7 @@ from tradepulse.gateway.schemas.common import (
 router = APIRouter(tags=["charts"])
 
 CONFIG_ID = re.compile(ID_PATTERN)
+JOB_ID = re.compile(ID_PATTERN)
 # A re-run of a long window is a few hundred milliseconds of CPU on a busy trainer.
 BACKTEST_WAIT_S = 30.0
 
@@ -116,6 +126,52 @@ async def config_backtest(
         trades_total=reply.trades_total,
         offset=offset,
         limit=limit,
+        trades=reply.trades,
+        equity=reply.equity,
+        compute_ms=reply.compute_ms,
+    )
+
+
+@router.get(
+    "/api/v2/training/job/{job_id}/walk-forward/equity",
+    response_model=WalkForwardEquityOut,
+    summary="A walk-forward job's stitched out-of-sample equity, re-run and downsampled",
+    responses={
+        **ERRORS,
+        404: {"description": "no such job, or no walk-forward report (yet)"},
+    },
+)
+async def walk_forward_equity(
+    job_id: str,
+    gw: GatewayDep,
+    _: ReadKeyDep,
+    points: Annotated[
+        int,
+        Query(
+            ge=MIN_EQUITY_POINTS,
+            le=MAX_EQUITY_POINTS,
+            description="at most this many equity points (min/max per bucket keeps extremes)",
+        ),
+    ] = DEFAULT_EQUITY_POINTS,
+) -> WalkForwardEquityOut:
+    """A trainer re-runs each fold's best parameters on the fold's test span, capital carried
+    from fold to fold, and stitches them as the job's walk-forward report did (so the metrics
+    are the report's `oos.metrics` and `matches_report` holds), then returns the equity and
+    drawdown over the out-of-sample bars thinned to at most `points`."""
+    if not JOB_ID.match(job_id):
+        raise NotFoundError(f"no job {job_id!r}")
+    reply = await gw.backend.request(
+        gw.names.walk_forward_equity,
+        GetWalkForwardEquity(job_id=job_id, points=points),
+        WalkForwardEquityReply,
+        service="trainer",
+        within=BACKTEST_WAIT_S,
+    )
+    return WalkForwardEquityOut(
+        job_id=job_id,
+        fingerprint=reply.fingerprint,
+        matches_report=reply.matches_report,
+        metrics=reply.metrics,
         trades=reply.trades,
         equity=reply.equity,
         compute_ms=reply.compute_ms,

@@ -1,4 +1,5 @@
-"""What the dashboard's charts read: a configuration's backtest, a range of candles."""
+"""What the dashboard's charts read: a configuration's backtest, a walk-forward job's stitched
+out-of-sample equity, a range of candles."""
 
 from __future__ import annotations
 
@@ -19,6 +20,18 @@ class BacktestOut(BaseModel):
     trades: list[TradeView]
     equity: EquityCurve
     compute_ms: float = Field(description="the trainer's time: backtest and downsampling")
+
+
+class WalkForwardEquityOut(BaseModel):
+    job_id: str
+    fingerprint: str = Field(description="of the stitched out-of-sample record re-run")
+    matches_report: bool = Field(
+        description="the fingerprint is the one in the job's walk-forward report (`oos`)"
+    )
+    metrics: MetricValues = Field(description="the stitched record's, from the initial capital")
+    trades: int = Field(description="the folds' test trades")
+    equity: EquityCurve
+    compute_ms: float = Field(description="the trainer's time: fold tests, stitching, thinning")
 
 
 class CandlesOut(BaseModel):

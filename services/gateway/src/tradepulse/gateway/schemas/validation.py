@@ -18,10 +18,23 @@ class SelectedOut(BaseModel):
     kurtosis: float | None = Field(description="population kurtosis (not excess)")
 
 
+class DegradationPointsOut(BaseModel):
+    is_performance: list[float] = Field(
+        description="per split: the in-sample winner's Sharpe per bar in sample"
+    )
+    oos_performance: list[float] = Field(description="... and out of sample, pairwise")
+
+
 class DegradationOut(BaseModel):
     slope: float | None
     intercept: float | None
     r2: float | None
+    points: DegradationPointsOut | None = Field(
+        default=None,
+        description="every split up to 256 (S <= 10), else 256 evenly spaced in the splits' "
+        "lexicographic order; the line is fitted over all of them. Null in lists, and for "
+        "jobs validated before the points were kept",
+    )
 
 
 class PboOut(BaseModel):

@@ -39,8 +39,9 @@ function tvChart(el) {
   });
 }
 
-/** Equity (top pane) and drawdown in percent (bottom pane); `curve` is the API's equity. */
-export function equityChart(el, curve) {
+/** Equity (top pane) and drawdown in percent (bottom pane); `curve` is the API's equity.
+ *  Registered as `name` (the configuration's backtest: "equity"). */
+export function equityChart(el, curve, name = "equity") {
   const started = performance.now();
   const chart = tvChart(el);
   const equity = chart.addSeries(LineSeries, { color: COLORS.accent, lineWidth: 2, title: "equity" });
@@ -62,7 +63,7 @@ export function equityChart(el, curve) {
   const panes = chart.panes();
   if (panes.length > 1) panes[1].setHeight(Math.round(el.clientHeight * 0.3));
   chart.timeScale().fitContent();
-  const entry = register("equity", { chart, equity, drawdown, destroy: () => chart.remove() });
+  const entry = register(name, { chart, equity, drawdown, destroy: () => chart.remove() });
   entry.renderMs = performance.now() - started;
   return entry;
 }
@@ -150,7 +151,26 @@ export function barChart(name, el, labels, values, label, color = COLORS.accent,
   }), [xs, values]);
 }
 
-/** Points (x, y) and, when given, a fitted line y = intercept + slope x over their range. */
+/** Two series of bars side by side at x = 0..n-1 (left and right of each label). */
+export function groupedBarChart(name, el, labels, groups, height = 240) {
+  const xs = labels.map((_, i) => i);
+  return mount(name, el, uplotBase(el, height, {
+    scales: { x: { time: false, range: [-0.5, labels.length - 0.5] } },
+    axes: [
+      { stroke: COLORS.muted, grid: { show: false }, splits: () => xs,
+        values: (_, splits) => splits.map((i) => labels[i] ?? "") },
+      { stroke: COLORS.muted, grid: { stroke: COLORS.grid } },
+    ],
+    series: [
+      { label: "" },
+      ...groups.map((g, i) => ({ label: g.label, stroke: g.color, fill: g.color + "99",
+        paths: uPlot.paths.bars({ size: [0.4, 40], align: i === 0 ? -1 : 1 }), points: { show: false } })),
+    ],
+  }), [xs, ...groups.map((g) => g.values)]);
+}
+
+/** Points (x, y) and, when given, a fitted line y = intercept + slope x over their range
+ *  (x only, with ys all null: the line alone). */
 export function scatterChart(name, el, xs, ys, fit, xLabel, yLabel) {
   const order = xs.map((_, i) => i).sort((a, b) => xs[a] - xs[b]);
   const x = order.map((i) => xs[i]);
@@ -158,7 +178,7 @@ export function scatterChart(name, el, xs, ys, fit, xLabel, yLabel) {
   const series = [
     { label: xLabel },
     { label: yLabel, stroke: COLORS.accent, paths: () => null,
-      points: { show: true, size: 6, fill: COLORS.accent, stroke: COLORS.accent } },
+      points: { show: true, size: 5, fill: COLORS.accent + "aa", stroke: COLORS.accent } },
   ];
   const data = [x, y];
   if (fit && fit.slope !== null && fit.intercept !== null) {

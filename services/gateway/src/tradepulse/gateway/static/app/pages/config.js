@@ -50,7 +50,7 @@ export async function configPage(view, signal, configId) {
     h("section", { class: "panel" }, h("h2", {}, "Trades"), tradesEl));
 
   // The walk-forward section's charts (a configuration of a walk-forward job carries it).
-  if (config.walk_forward) drawLater(view, { walk_forward: config.walk_forward });
+  if (config.walk_forward) drawLater(view, { walk_forward: config.walk_forward, job_id: config.lineage.job_id }, signal);
   let backtest;
   try {
     backtest = await api(`/api/v2/configs/${configId}/backtest?points=2000`, { signal });

@@ -1,9 +1,10 @@
 // A job: live progress, the optimization history, parameter importances, the validation
-// report (DSR, PBO with its logit histogram and degradation) and, for a walk-forward job,
-// its folds on a time axis with in-sample and out-of-sample Sharpe and the stitched record.
+// report (DSR, PBO with its logit histogram and degradation scatter) and, for a walk-forward
+// job, its folds on a time axis with in-sample and out-of-sample Sharpe, the stitched record
+// and its equity (re-run by a trainer: GET .../walk-forward/equity).
 import { allPages, api, detach, stream } from "../api.js";
-import { barChart, historyChart, scatterChart, timelineChart } from "../charts.js";
-import { h, kv, msTime, num, status, table, when } from "../dom.js";
+import { barChart, equityChart, groupedBarChart, historyChart, scatterChart, timelineChart } from "../charts.js";
+import { errorBox, h, kv, msTime, num, status, table, when } from "../dom.js";
 
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 const LOGIT_EDGES = Array.from({ length: 24 }, (_, i) => -6 + i * 0.5);
@@ -35,7 +36,7 @@ export async function jobPage(view, signal, jobId) {
       validationPanel(current),
       walkForwardPanel(current),
     );
-    drawLater(body, current);
+    drawLater(body, current, signal);
   };
   await render(job);
   if (!TERMINAL.has(job.status)) {
@@ -131,9 +132,17 @@ function validationPanel(job) {
     panel.append(h("div", { class: "grid" },
       h("div", {}, h("h3", {}, "Logit of the in-sample winner's out-of-sample rank"), h("div", { class: "chart short", id: "logit-chart" })),
       h("div", {}, h("h3", {}, "Degradation: out-of-sample vs in-sample Sharpe"), h("div", { class: "chart short", id: "degradation-chart" }),
-        h("p", { class: "muted small" }, "The report keeps the regression, not the split points: the line is OOS = intercept + slope · IS over the selected Sharpe's range."))));
+        h("p", { class: "muted small", id: "degradation-note" }, degradationNote(v.pbo)))));
   }
   return panel;
+}
+
+function degradationNote(pbo) {
+  const points = pbo.degradation.points;
+  if (!points) return "This report was stored without the splits' points: the line is OOS = intercept + slope · IS over the selected Sharpe's range.";
+  const n = points.is_performance.length;
+  const which = n === pbo.sets ? `all ${num(n)} splits` : `${num(n)} of the ${num(pbo.sets)} splits, evenly spaced`;
+  return `Each point is a split's in-sample winner (${which}); the line OOS = intercept + slope · IS is fitted over every split.`;
 }
 
 export function walkForwardPanel(job) {
@@ -148,6 +157,8 @@ export function walkForwardPanel(job) {
       ["stitched OOS PSR", num(wf.oos ? wf.oos.psr : null, 4)]]),
     h("h3", {}, "Folds on the time axis (train, then test)"), h("div", { class: "chart short", id: "folds-chart" }),
     h("h3", {}, "In-sample and out-of-sample Sharpe per fold"), h("div", { class: "chart short", id: "fold-sharpe-chart" }),
+    h("h3", {}, "Stitched out-of-sample equity and drawdown"), h("div", { class: "chart", id: "wf-equity-chart" }),
+    h("p", { class: "muted small", id: "wf-equity-note" }, "Re-running each fold's test…"),
     table([
       { label: "fold", cell: (f) => String(f.fold) },
       { label: "train (bars)", cell: (f) => spanText(f.train) },
@@ -177,7 +188,9 @@ function spanMs(span, which) {
   return typeof value === "number" ? value : Date.parse(value);
 }
 
-export function drawLater(root, job) {
+/** The charts of the panels above, once they are in the page; `job.job_id` names the job
+ *  whose stitched equity a walk-forward section draws (a configuration passes its job's). */
+export function drawLater(root, job, signal) {
   const imp = job.param_importances;
   const impEl = root.querySelector("#importances-chart");
   if (impEl && imp) {
@@ -188,12 +201,18 @@ export function drawLater(root, job) {
   const logitEl = root.querySelector("#logit-chart");
   if (logitEl && v && v.pbo) {
     barChart("logit", logitEl, LOGIT_EDGES.map((e) => `${e}`), v.pbo.logit_histogram, "splits", "#4ea1ff", 220);
-    // The line over twice the selected per-bar Sharpe either side of 0: the range the
-    // in-sample winners' Sharpes live in.
-    const x0 = v.selected ? Math.max(Math.abs(v.selected.sharpe_per_bar) * 2, 1e-4) : 0.1;
-    const xs = Array.from({ length: 21 }, (_, i) => -x0 + (i * x0) / 10);
-    scatterChart("degradation", root.querySelector("#degradation-chart"), xs, xs.map(() => null),
-      v.pbo.degradation, "IS Sharpe per bar", "OOS Sharpe per bar (split points are not in the report)");
+    const points = v.pbo.degradation.points;
+    if (points) {
+      scatterChart("degradation", root.querySelector("#degradation-chart"), points.is_performance,
+        points.oos_performance, v.pbo.degradation, "IS Sharpe per bar", "OOS Sharpe per bar");
+    } else {
+      // A report stored without its points: the line over twice the selected per-bar Sharpe
+      // either side of 0, the range the in-sample winners' Sharpes live in.
+      const x0 = v.selected ? Math.max(Math.abs(v.selected.sharpe_per_bar) * 2, 1e-4) : 0.1;
+      const xs = Array.from({ length: 21 }, (_, i) => -x0 + (i * x0) / 10);
+      scatterChart("degradation", root.querySelector("#degradation-chart"), xs, xs.map(() => null),
+        v.pbo.degradation, "IS Sharpe per bar", "OOS Sharpe per bar (no split points stored)");
+    }
   }
   const wf = job.walk_forward;
   if (wf && wf.fold_results && wf.fold_results.length) {
@@ -211,8 +230,32 @@ export function drawLater(root, job) {
       }
     }
     timelineChart("folds", root.querySelector("#folds-chart"), xs, rows, labels);
-    const idx = folds.map((f) => f.fold);
-    barChart("fold-sharpe", root.querySelector("#fold-sharpe-chart"), idx.map((i) => `fold ${i}`),
-      folds.map((f) => (f.test_metrics ? f.test_metrics.sharpe_ratio : null)), "OOS Sharpe", "#f0b429", 200);
+    groupedBarChart("fold-sharpe", root.querySelector("#fold-sharpe-chart"), folds.map((f) => `fold ${f.fold}`), [
+      { label: "IS Sharpe", values: folds.map((f) => (f.train_metrics ? f.train_metrics.sharpe_ratio : null)), color: "#4ea1ff" },
+      { label: "OOS Sharpe", values: folds.map((f) => (f.test_metrics ? f.test_metrics.sharpe_ratio : null)), color: "#f0b429" },
+    ], 200);
+    const equityEl = root.querySelector("#wf-equity-chart");
+    if (equityEl && job.job_id) detach(drawStitchedEquity(root, equityEl, job.job_id, signal));
+  }
+}
+
+async function drawStitchedEquity(root, el, jobId, signal) {
+  const note = root.querySelector("#wf-equity-note");
+  let answer;
+  try {
+    answer = await api(`/api/v2/training/job/${jobId}/walk-forward/equity?points=2000`, { signal });
+  } catch (error) {
+    if (signal && signal.aborted) return;
+    el.replaceChildren(errorBox(error));
+    if (note) note.textContent = "";
+    return;
+  }
+  equityChart(el, answer.equity, "wf-equity");
+  el.dataset.points = String(answer.equity.time.length);
+  if (note) {
+    note.textContent = `${num(answer.equity.bars)} out-of-sample bars shown as ${num(answer.equity.time.length)} points ` +
+      `(${answer.equity.method}); ${num(answer.trades)} test trades; fingerprint ${answer.fingerprint.slice(0, 12)}… ` +
+      `${answer.matches_report ? "matches the walk-forward report" : "DIFFERS from the walk-forward report"}; ` +
+      `trainer ${num(answer.compute_ms, 1)} ms`;
   }
 }
