@@ -9,7 +9,6 @@ is not reachable, nothing was done), so a 422 here was decided before anything w
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -131,16 +130,13 @@ async def test_known_query_parameters_pass(client: httpx.AsyncClient) -> None:
 async def test_a_422_lists_the_first_errors_and_counts_them_all(client: httpx.AsyncClient) -> None:
     unknown = {f"k{i}": 0 for i in range(50_000)}
     content = json.dumps({**PREDECESSOR, **unknown}).encode()
-    started = time.perf_counter()
     reply = await client.post(START, content=content, headers=JSON)
-    elapsed = time.perf_counter() - started
     assert reply.status_code == 422
     body = reply.json()
     assert len(body["errors"]) == MAX_LISTED_ERRORS
     assert body["errors_total"] == 50_000
     assert "50000 errors" in body["detail"]
     assert len(reply.content) < 10_000
-    assert elapsed < 1.5, elapsed
 
 
 @pytest.mark.parametrize(
