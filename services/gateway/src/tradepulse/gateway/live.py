@@ -67,8 +67,9 @@ class JobStream:
         )
 
     def _shared_text(self, kind: str, token: tuple[Any, ...], build: Callable[[], Any]) -> str:
-        """The JSON of `build()` (JSON-ready data), encoded once for every stream of the job that sends the same
-        `token` (the same view, the same progress) one after the other (LiveHub.encoded)."""
+        """The JSON of `build()` (JSON-ready data), encoded once for all the streams of the job
+        that send the same `token` (the same view, the same progress) one after the other
+        (LiveHub.encoded); the text depends on nothing but the token and the job."""
         hub = self.gw.streams
         made = hub.encoded.get((self.job_id, kind))
         if made is not None and made[0] == token:
