@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from tradepulse.common.contracts.training import (
@@ -167,7 +167,7 @@ class JobStream:
         config_id = await shared_config_id(self.gw, view)
         yield self._event(view.status, job_out(view, config_id).model_dump())
 
-    async def events(self) -> AsyncIterator[bytes]:
+    async def events(self) -> AsyncGenerator[bytes, None]:
         self.gw.metrics.live_streams.inc()
         hub = self.gw.streams
         queue = hub.listen(self.job_id)
