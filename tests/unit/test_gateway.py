@@ -17,6 +17,7 @@ from typing import cast
 import httpx
 import pytest
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from tradepulse.common.contracts.base import INVALID_REQUEST, NOT_FOUND, UNAVAILABLE, ErrorReply
@@ -24,6 +25,7 @@ from tradepulse.common.contracts.subjects import Names
 from tradepulse.common.contracts.training import (
     OPTIMIZERS,
     PREDECESSOR_PAYLOAD,
+    JobProgress,
     JobReply,
     JobsReply,
     JobView,
@@ -33,7 +35,7 @@ from tradepulse.gateway.auth import key_hash
 from tradepulse.gateway.backend import Backend
 from tradepulse.gateway.errors import InvalidInputError, NotFoundError, UnavailableError
 from tradepulse.gateway.fanout import LiveHub
-from tradepulse.gateway.live import MISSING_POLLS, JobStream
+from tradepulse.gateway.live import MISSING_POLLS, JobStream, open_stream
 from tradepulse.gateway.paging import fetch_pages
 from tradepulse.gateway.routes.training import list_jobs
 from tradepulse.gateway.schemas.training import EnsembleBody, TrainingBody, queued_view
@@ -384,6 +386,56 @@ async def test_a_live_stream_ends_once_no_trainer_knows_its_job() -> None:
     # The read right after subscribing is the first of the misses.
     assert events[1:] == [b": keep-alive\n\n"] * (MISSING_POLLS - 1)
     assert not gw.streams.listeners, "the stream stopped listening"
+
+
+class _Running(_Gone):
+    """Trainers that know the job as running at 10 %; counts their reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+        self.view = _queued_job().model_copy(
+            update={"status": "running", "progress": 10.0, "trials_done": 2}
+        )
+
+    async def request(self, subject: str, message: object, reply: type, service: str) -> object:
+        self.reads += 1
+        return JobReply(job=self.view)
+
+
+async def test_streams_that_open_together_read_once_and_catch_up_with_the_last_progress() -> None:
+    gw = _Running()
+    first = await open_stream(gw, "job_live_test")  # type: ignore[arg-type]
+    others = [await open_stream(gw, "job_live_test") for _ in range(9)]  # type: ignore[arg-type]
+    assert gw.reads == 1, "one read for all the streams opened together"
+    watching = gw.streams.listen("job_live_test")  # another stream, already open
+    progress = JobProgress(
+        job_id="job_live_test", status="running", progress=40.0, trials_done=8, n_iterations=20
+    )
+    await gw.streams._on_progress(
+        cast(
+            Msg,
+            SimpleNamespace(
+                subject=gw.names.job_progress("job_live_test"), data=progress.to_bytes()
+            ),
+        )
+    )
+    heads = []
+    for stream in [first, *others]:
+        events = stream.events()
+        heads.append([await anext(events), await anext(events)])
+        await events.aclose()
+    assert gw.reads == 1, "the streams start from the read their opening made"
+    for state, caught_up in heads:
+        assert b"event: state" in state
+        assert b'"progress":10.0' in state
+        assert b"event: progress" in caught_up
+        assert b'"progress":40.0' in caught_up
+    assert all(head == heads[0] for head in heads), "the same bytes for every stream"
+    gw.streams.leave("job_live_test", watching)
+    assert not gw.streams.listeners
+    assert not gw.streams.encoded
+    assert not gw.streams.latest
 
 
 class _SlowRegistry:

@@ -11,7 +11,7 @@ from nats.aio.msg import Msg
 
 from tradepulse.common.contracts.subjects import Names
 from tradepulse.common.contracts.training import JobProgress
-from tradepulse.gateway.fanout import TERMINAL, LiveHub
+from tradepulse.gateway.fanout import TERMINAL, LiveHub, job_key
 
 STREAMS = 500
 
@@ -81,3 +81,69 @@ async def test_each_event_reaches_every_stream_of_its_job_once() -> None:
     for queue in queues:
         hub.leave("job_a", queue)
     assert set(hub.listeners) == {"job_b"}
+
+
+async def test_streams_that_open_together_or_just_after_share_one_read() -> None:
+    hub = LiveHub(Names("tp"), keep_s=60.0)
+    reads: list[int] = []
+    release = asyncio.Event()
+
+    async def read() -> int:
+        reads.append(len(reads))
+        await release.wait()
+        return len(reads)
+
+    burst = [asyncio.ensure_future(hub.recent(job_key("job_a"), read)) for _ in range(STREAMS)]
+    await asyncio.sleep(0)
+    release.set()
+    assert set(await asyncio.gather(*burst)) == {1}
+    # Opened after it ended, within keep_s: no read of their own.
+    assert await hub.recent(job_key("job_a"), read) == 1
+    assert len(reads) == 1
+    # A stream that follows (a poll) still reads afresh.
+    assert await hub.shared(job_key("job_a"), read) == 2
+
+
+async def test_a_view_read_before_the_job_ended_is_not_handed_to_a_stream_after() -> None:
+    names = Names("tp")
+    hub = LiveHub(names, keep_s=60.0)
+    views = iter(["running", "completed", "completed"])
+    release = asyncio.Event()
+
+    async def read() -> str:
+        await release.wait()
+        return next(views)
+
+    release.set()
+    assert await hub.recent(job_key("job_a"), read) == "running"
+    assert await hub.recent(job_key("job_a"), read) == "running", "kept"
+    await hub._on_terminal(_msg(names.job_completed, b'{"job_id": "job_a"}'))
+    assert await hub.recent(job_key("job_a"), read) == "completed"
+
+    # The job ends while the read that streams wait for is under way: they read again.
+    release.clear()
+    hub.invalidate(job_key("job_b"))
+    views = iter(["running", "completed"])
+    under_way = asyncio.ensure_future(hub.recent(job_key("job_b"), read))
+    await asyncio.sleep(0)
+    joining = asyncio.ensure_future(hub.recent(job_key("job_b"), read))
+    await asyncio.sleep(0)
+    await hub._on_terminal(_msg(names.job_completed, b'{"job_id": "job_b"}'))
+    release.set()
+    assert await under_way == "running"  # the first asker's own read, started before the end
+    assert await joining == "completed"
+    assert await hub.recent(job_key("job_b"), read) == "completed"
+
+
+async def test_a_stream_that_opens_finds_the_last_progress_of_its_job() -> None:
+    names = Names("tp")
+    hub = LiveHub(names)
+    first = hub.listen("job_a")
+    progress = JobProgress(
+        job_id="job_a", status="running", progress=40.0, trials_done=4, n_iterations=10
+    )
+    await hub._on_progress(_msg(names.job_progress("job_a"), progress.to_bytes()))
+    await hub._on_progress(_msg(names.job_progress("job_b"), progress.to_bytes()))
+    assert hub.latest == {"job_a": progress}, "kept only for jobs that have streams"
+    hub.leave("job_a", first)
+    assert hub.latest == {}

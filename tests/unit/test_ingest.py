@@ -1,15 +1,19 @@
-"""The ingest service's pure parts: range planning, snapshot names, the COPY codec, file paths."""
+"""The ingest service's pure parts: range planning, snapshot names, the COPY codec, file paths,
+the reasons a request given up on is refused with."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import asyncpg
+import nats.errors
 import numpy as np
 import pytest
 
 from tradepulse.common.contracts.market import DatasetKey
 from tradepulse.common.errors import InvalidRequestError
 from tradepulse.ingest.datasets import snapshot_name
+from tradepulse.ingest.errors import ExchangeUnavailableError, give_up_reason
 from tradepulse.ingest.exchange import plan_range
 from tradepulse.ingest.files import resolve
 from tradepulse.ingest.repository import COLUMNS, decode_copy, encode_copy
@@ -123,3 +127,38 @@ def test_file_roots_are_a_colon_separated_list(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("INGEST_FILE_ROOT")
     assert IngestSettings().file_roots() == ()
     assert IngestSettings().load_limits().max_rows == 50_000_000
+
+
+SECRET = "/tmp/tradepulse-upload-x1y2/upload.csv.gz: int too large, password=hunter2"
+
+
+@pytest.mark.parametrize(
+    ("error", "says"),
+    [
+        (ExchangeUnavailableError(SECRET), "the exchange kept failing with network errors"),
+        (asyncpg.exceptions.UniqueViolationError(SECRET), "the candle database was unavailable"),
+        (asyncpg.exceptions.InterfaceError(SECRET), "the candle database was unavailable"),
+        (asyncpg.exceptions.CannotConnectNowError(SECRET), "the candle database was unavailable"),
+        (nats.errors.TimeoutError(), "NATS (the message bus and its object store) was unavailable"),
+        (ConnectionError(SECRET), "NATS (the message bus and its object store) was unavailable"),
+        (MemoryError(SECRET), "the ingest service ran out of memory"),
+        (
+            OSError(28, "No space left on device", SECRET),
+            "the ingest service could not read or write",
+        ),
+        (
+            PermissionError(13, "Permission denied", SECRET),
+            "the ingest service could not read or write",
+        ),
+        (ValueError(SECRET), "an internal error in the ingest service stopped the import"),
+        (IndexError(SECRET), "an internal error in the ingest service stopped the import"),
+    ],
+)
+def test_a_request_given_up_on_is_refused_with_a_fixed_text_for_its_kind(
+    error: Exception, says: str
+) -> None:
+    reason = give_up_reason(error, 5)
+    assert reason.startswith(f"gave up after 5 attempts: {says}"), reason
+    # None of the exception's own text: no server path, no Python or database internals.
+    for leak in ("/tmp", "tradepulse-upload", "hunter2", "int too large", type(error).__name__):
+        assert leak not in reason, (leak, reason)

@@ -6,6 +6,7 @@ up, /health answers and everything that needs the services answers 503.
 
 from __future__ import annotations
 
+import gc
 import logging
 import resource
 import sys
@@ -198,5 +199,11 @@ def main() -> int:
             timeout_keep_alive=settings.keep_alive_s,
         )
     )
+    # What is built by now (modules, the app, its schemas: some 130,000 objects) lives as long
+    # as the process; frozen, a full collection no longer walks it each time a burst of
+    # connections promotes enough objects (one took 0.1 s, and 500 live streams opened at once
+    # waited for several: tests/benchmarks/bench_live_streams.py).
+    gc.collect()
+    gc.freeze()
     server.run()
     return 0 if server.started else 1

@@ -9,14 +9,16 @@ keep idle connections open.
 The events come from NATS (the job's progress subject and the terminal-event subjects), through
 the gateway's one set of subscriptions (fanout.LiveHub), and every read of the job is shared
 with the other streams of the same job; the job is also fetched every `poll_s` seconds, so an
-event missed while NATS reconnected only delays the stream, never stalls it.
+event missed while NATS reconnected only delays the stream, never stalls it. A stream that
+opens reads nothing of its own: it starts from the view the streams opened with it share
+(`LiveHub.recent`), whose `state` event is encoded once for all of them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from tradepulse.common.contracts.training import (
@@ -26,6 +28,7 @@ from tradepulse.common.contracts.training import (
 )
 from tradepulse.common.logging import get_logger
 from tradepulse.gateway.errors import ApiError, NotFoundError
+from tradepulse.gateway.fanout import Event, job_key
 from tradepulse.gateway.jobs import config_id_of, find_job
 from tradepulse.gateway.schemas.training import BestSoFar, job_out
 from tradepulse.gateway.state import Gateway
@@ -49,9 +52,32 @@ class JobStream:
         self.missing = 0
 
     def _event(self, name: str, data: Any) -> bytes:
+        return self._encoded(name, json.dumps(data, separators=(",", ":"), allow_nan=False))
+
+    def _encoded(self, name: str, payload: str) -> bytes:
         self.seq += 1
-        payload = json.dumps(data, separators=(",", ":"), allow_nan=False)
         return f"id: {self.seq}\nevent: {name}\ndata: {payload}\n\n".encode()
+
+    def _state(self, view: JobView, config_id: str | None) -> bytes:
+        return self._encoded(
+            "state",
+            self._shared_text(
+                "state", (view, config_id), lambda: job_out(view, config_id).model_dump()
+            ),
+        )
+
+    def _shared_text(self, kind: str, token: tuple[Any, ...], build: Callable[[], Any]) -> str:
+        """The JSON of `build()` (JSON-ready data), encoded once for all the streams of the job
+        that send the same `token` (the same view, the same progress) one after the other
+        (LiveHub.encoded); the text depends on nothing but the token and the job."""
+        hub = self.gw.streams
+        made = hub.encoded.get((self.job_id, kind))
+        if made is not None and made[0] == token:
+            return made[1]
+        text = json.dumps(build(), separators=(",", ":"), allow_nan=False)
+        if self.job_id in hub.listeners:
+            hub.encoded[(self.job_id, kind)] = (token, text)
+        return text
 
     async def _fetch(self) -> JobView | None:
         try:
@@ -75,17 +101,23 @@ class JobStream:
             return None
         self.progress = value
         self.trials_done = max(self.trials_done, trials_done)
-        return self._event(
+        n_iterations = self.view.n_iterations
+        token = (value, status, trials_done, best_value, best_trial, n_iterations)
+        return self._encoded(
             "progress",
-            {
-                "job_id": self.job_id,
-                "status": status,
-                "progress": value,
-                "trials_done": trials_done,
-                "n_iterations": self.view.n_iterations,
-                "best_value": best_value,
-                "best_trial": best_trial,
-            },
+            self._shared_text(
+                "progress",
+                token,
+                lambda: {
+                    "job_id": self.job_id,
+                    "status": status,
+                    "progress": value,
+                    "trials_done": trials_done,
+                    "n_iterations": n_iterations,
+                    "best_value": best_value,
+                    "best_trial": best_trial,
+                },
+            ),
         )
 
     async def _best_event(self, best_trial: int | None) -> bytes | None:
@@ -135,29 +167,32 @@ class JobStream:
         config_id = await shared_config_id(self.gw, view)
         yield self._event(view.status, job_out(view, config_id).model_dump())
 
-    async def events(self) -> AsyncIterator[bytes]:
+    async def events(self) -> AsyncGenerator[bytes, None]:
         self.gw.metrics.live_streams.inc()
         hub = self.gw.streams
         queue = hub.listen(self.job_id)
         try:
-            # Read after listening (a read that started later): nothing in between is missed.
-            view = await self._fetch() or self.view
+            # Taken after listening: a terminal event since the view was read drops it (the
+            # stream then waits for a read after its own start), and what progress it missed
+            # is in `hub.latest` (see fanout).
+            opened = await opening_view(self.gw, self.job_id)
+            self.missing = 0 if opened is not None else 1
+            view = opened or self.view
             self.view = view
             self.progress = round(view.progress, 1)
             self.trials_done = view.trials_done
             self.best_trial = view.best_trial
-            yield self._event(
-                "state", job_out(view, await shared_config_id(self.gw, view)).model_dump()
-            )
+            config_id = await shared_config_id(self.gw, view)
+            yield self._state(view, config_id)
             if view.status in TERMINAL_STATUSES:
-                yield self._event(
-                    view.status, job_out(view, await shared_config_id(self.gw, view)).model_dump()
-                )
+                yield self._event(view.status, job_out(view, config_id).model_dump())
                 return
             poll_s = self.gw.settings.sse_poll_s
+            latest = hub.latest.get(self.job_id)
+            pending: list[Event] = [] if latest is None else [latest]
             while True:
                 try:
-                    item = await asyncio.wait_for(queue.get(), poll_s)
+                    item = pending.pop() if pending else await asyncio.wait_for(queue.get(), poll_s)
                 except TimeoutError:
                     yield b": keep-alive\n\n"
                     polled = await self._fetch()
@@ -202,7 +237,13 @@ class JobStream:
 
 async def shared_view(gw: Gateway, job_id: str) -> JobView | None:
     """The job as the trainers have it, read once for all the streams asking together."""
-    return await gw.streams.shared(("job", job_id), lambda: find_job(gw, job_id))
+    return await gw.streams.shared(job_key(job_id), lambda: find_job(gw, job_id))
+
+
+async def opening_view(gw: Gateway, job_id: str) -> JobView | None:
+    """The job for a stream that opens: the read under way or one just ended, unless the job
+    ended since (`LiveHub.recent`)."""
+    return await gw.streams.recent(job_key(job_id), lambda: find_job(gw, job_id))
 
 
 async def shared_config_id(gw: Gateway, view: JobView) -> str | None:
@@ -213,7 +254,7 @@ async def shared_config_id(gw: Gateway, view: JobView) -> str | None:
 
 async def open_stream(gw: Gateway, job_id: str) -> JobStream:
     """A stream of the job, or 404 if no trainer (and not this gateway) knows it."""
-    first = await shared_view(gw, job_id)
+    first = await opening_view(gw, job_id)
     if first is None:
         raise NotFoundError(f"no job {job_id!r}")
     return JobStream(gw, job_id, first)

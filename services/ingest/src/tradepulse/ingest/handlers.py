@@ -38,7 +38,6 @@ from tradepulse.ingest.metrics import IngestMetrics
 from tradepulse.ingest.settings import IngestSettings
 from tradepulse.ingest.snapshots import SnapshotStore, UploadStore
 from tradepulse.quant import CandleDataError, Candles, parse_timeframe
-from tradepulse.quant.candles import LoadLimits
 
 log = get_logger(__name__)
 
@@ -208,30 +207,33 @@ def upload_file_name(object_name: str) -> str:
 
 async def _from_upload(request: IngestRequested, deps: Deps) -> Received:
     """A file uploaded through the gateway: an object whose name ends with the file's name,
-    so its extension tells the format."""
+    so its extension tells the format. It is copied chunk by chunk to a temporary file and
+    parsed from there as a stream: ingest's memory holds one chunk of it and the candles kept
+    (about 48 bytes a row), never the whole file, compressed or not."""
     assert request.path is not None  # IngestRequested requires it for source 'upload'
     started = time.perf_counter()
-    data = await deps.uploads.get(request.path)
-    candles = await asyncio.to_thread(_read_upload, data, request, deps.settings.load_limits())
-    return Received(candles, {"upload": request.path}, {"read": _ms(started, time.perf_counter())})
-
-
-def _read_upload(data: bytes, request: IngestRequested, limits: LoadLimits) -> Candles:
-    assert request.path is not None
     name = upload_file_name(request.path)
     suffix = "".join(PurePosixPath(name).suffixes[-2:])
     with tempfile.TemporaryDirectory(prefix="tradepulse-upload-") as folder:
         path = Path(folder) / f"upload{suffix}"
-        path.write_bytes(data)
+        with path.open("wb") as sink:
+            size = await deps.uploads.copy_to(request.path, sink)
+        fetched = time.perf_counter()
         # Errors name the client's file, never the temporary copy it is read from.
-        return files.read(
+        candles = await asyncio.to_thread(
+            files.read,
             path,
             request.dataset.timeframe,
             request.since_ms,
             request.until_ms,
-            limits=limits,
+            limits=deps.settings.load_limits(),
             source=name,
         )
+    return Received(
+        candles,
+        {"upload": request.path, "upload_bytes": size},
+        {"fetch": _ms(started, fetched), "read": _ms(fetched, time.perf_counter())},
+    )
 
 
 async def _from_exchange(request: IngestRequested, deps: Deps) -> Received:

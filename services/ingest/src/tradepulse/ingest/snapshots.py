@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from nats.js import JetStreamContext
 from nats.js.api import ObjectMeta, ObjectMetaOptions
 from nats.js.errors import ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
-from tradepulse.common.bus import get_object
+from tradepulse.common.bus import object_chunks
 from tradepulse.common.errors import InvalidRequestError
 
 # Below NATS's default 1 MB message limit with room for headers.
@@ -42,7 +42,7 @@ class NatsSnapshotStore:
 
 
 class UploadStore(Protocol):
-    async def get(self, name: str) -> bytes: ...
+    async def copy_to(self, name: str, sink: BinaryIO) -> int: ...
 
     async def discard(self, name: str) -> None: ...
 
@@ -54,11 +54,21 @@ class NatsUploadStore:
         self._js = js
         self._bucket = bucket
 
-    async def get(self, name: str) -> bytes:
+    async def copy_to(self, name: str, sink: BinaryIO) -> int:
+        """Write the upload into `sink` one object chunk at a time (so ingest never holds the
+        whole file, only a chunk); returns its size."""
+        size = 0
         try:
-            return await get_object(self._js, self._bucket, name)
+            async for chunk in object_chunks(self._js, self._bucket, name):
+                sink.write(chunk)
+                size += len(chunk)
         except ObjectNotFoundError as exc:
             raise InvalidRequestError(f"no uploaded file named {name!r}") from exc
+        except ValueError as exc:  # its digest does not match what the gateway stored
+            raise InvalidRequestError(
+                "the uploaded file was damaged in storage; upload it again"
+            ) from exc
+        return size
 
     async def discard(self, name: str) -> None:
         """Remove an upload whose import has ended; a redelivered request for it is answered

@@ -13,9 +13,11 @@ from tradepulse.common.contracts.market import (
     GetIngest,
     IngestRequested,
 )
+from tradepulse.common.logging import get_logger
 from tradepulse.common.service import Runtime
 from tradepulse.common.subscribe import AckPolicy, ConsumerSpec
 from tradepulse.ingest import handlers
+from tradepulse.ingest.errors import give_up_reason
 from tradepulse.ingest.settings import IngestSettings
 
 # An exchange pull can take minutes; heartbeats every ACK_WAIT_S / 3 keep it held meanwhile.
@@ -24,6 +26,8 @@ ACK_WAIT_S = 60.0
 # must happen on the delivery the server treats as the last.
 MAX_DELIVER = 5
 MAX_RETRY_DELAY_S = 60.0
+
+log = get_logger(__name__)
 
 
 def ack_policy(settings: IngestSettings) -> AckPolicy:
@@ -54,8 +58,15 @@ async def register(rt: Runtime[IngestSettings], deps: handlers.Deps) -> None:
 
     async def give_up(request: IngestRequested, error: Exception, attempts: int) -> None:
         with structlog.contextvars.bound_contextvars(request_id=request.request_id):
-            reason = f"gave up after {attempts} attempts: {type(error).__name__}: {error}"
-            failed = await handlers.refuse(request, {"reason": reason}, deps)
+            # The client reads a fixed text per kind of failure; the exception goes to the log.
+            log.error(
+                "ingest_given_up",
+                attempts=attempts,
+                exc_info=error,
+            )
+            failed = await handlers.refuse(
+                request, {"reason": give_up_reason(error, attempts)}, deps
+            )
             await publish(rt.js, names.ingest_failed, failed)
 
     await rt.consume(
