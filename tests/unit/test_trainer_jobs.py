@@ -496,7 +496,11 @@ async def test_a_job_that_crashes_its_holder_fails_with_the_reason() -> None:
     assert delivery.settled == ["ack"]
     assert [e["event"] for e in logs if e["log_level"] == "error"] == ["job_crashed"]
     done = row(deps, job.job_id)
-    assert (done.status, done.error) == ("failed", "internal error: KeyError: 'boom'")
+    assert (done.status, done.error) == (
+        "failed",
+        "internal error in the trainer (KeyError); its log has the details under the event "
+        "job_crashed",
+    )
 
 
 async def test_a_malformed_job_is_refused_for_good() -> None:

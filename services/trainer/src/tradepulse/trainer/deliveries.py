@@ -62,6 +62,15 @@ def _refused(what: str, exc: MalformedMessageError) -> str:
     return f"{what}_newer_schema" if isinstance(exc, NewerSchemaError) else f"{what}_malformed"
 
 
+def internal_error(exc: BaseException, event: str) -> str:
+    """The reason stored and shown for a failure this code did not expect: the exception's
+    type and where its details are, never its text (which may hold paths or data)."""
+    return (
+        f"internal error in the trainer ({type(exc).__name__}); "
+        f"its log has the details under the event {event}"
+    )
+
+
 Heartbeat = Callable[[Delivery, str], Coroutine[Any, Any, None]]
 
 
@@ -95,7 +104,7 @@ async def job(delivery: Delivery, deps: Deps, heartbeat: Heartbeat) -> None:
         if verdict.settle is Settle.GIVE_UP:
             log.exception("job_crashed", error=describe(exc))
             with contextlib.suppress(Exception):
-                reason = f"internal error: {describe(exc)}"
+                reason = internal_error(exc, "job_crashed")
                 await handlers.finish_failed(job_id, reason, deps)
                 await delivery.ack_sync()
         elif verdict.settle is Settle.LEAVE:
@@ -170,7 +179,7 @@ async def trial_work(delivery: Delivery, deps: Deps) -> list[TrialCompleted]:
         if verdict.settle is not Settle.GIVE_UP:
             await _settle(delivery, verdict)
             return []
-        reason = f"gave up after {attempt} attempts: internal error: {describe(exc)}"
+        reason = f"gave up after {attempt} attempts: {internal_error(exc, 'trials_crashed')}"
         try:
             results = await trials.give_up_trials(work, reason, deps)
         except Exception as failure:
