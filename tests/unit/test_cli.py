@@ -7,6 +7,7 @@ The reference for every output is the library itself (`run_backtest` on the same
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import subprocess
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tradepulse.cli.main import main
+from tradepulse.cli.main import COMMANDS, build_parser, main
 from tradepulse.quant import (
     BacktestResult,
     BacktestSettings,
@@ -437,3 +438,45 @@ def test_timeframe_that_does_not_match_the_spacing_is_refused(
     assert code == 2
     assert "--timeframe 1m: the candles in" in err
     assert "mostly 5m apart" in err
+
+
+# --- start-up: each command imports only what it needs ------------------------------------------
+
+STARTUP_PROBE = """
+import json, sys
+from tradepulse.cli.main import build_parser
+build_parser(*sys.argv[1:])
+heavy = ("httpx", "pydantic", "numba", "tradepulse.common.contracts", "tradepulse.quant")
+print(json.dumps(sorted(m for m in heavy if m in sys.modules)))
+"""
+
+
+@pytest.mark.parametrize(
+    ("command", "loaded"),
+    [
+        pytest.param([], ["httpx"], id="--help"),
+        pytest.param(["backtest"], [], id="backtest"),
+        pytest.param(["jobs"], ["httpx"], id="jobs"),
+    ],
+)
+def test_a_command_loads_no_other_commands_imports(command: list[str], loaded: list[str]) -> None:
+    # `backtest` pays for numba when it runs, never for the HTTP client or the contracts;
+    # the client commands never for numba; `--help` for neither.
+    proc = subprocess.run(
+        [sys.executable, "-c", STARTUP_PROBE, *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert json.loads(proc.stdout) == loaded
+
+
+def test_the_command_table_names_every_command_in_help_order() -> None:
+    [full] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert list(full.choices) == list(COMMANDS)
+    for name in COMMANDS:
+        [one] = [
+            a for a in build_parser(name)._actions if isinstance(a, argparse._SubParsersAction)
+        ]
+        assert name in one.choices
