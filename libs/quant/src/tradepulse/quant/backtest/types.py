@@ -216,11 +216,41 @@ class BacktestResult:
             h.update(b"\x00" if value is None else b"\x01" + struct.pack("<d", float(value)))
         return h.hexdigest()
 
-    def to_dict(self) -> dict[str, Any]:
-        """The CLI's --json object."""
-        return {
-            "metrics": self.metrics,
-            "trades": [t.to_dict() for t in self.trades],
-            "fingerprint": self.fingerprint,
-            "ambiguous_exits": self.ambiguous_exits,
-        }
+    def trade_dicts(self) -> list[dict[str, Any]]:
+        """`[t.to_dict() for t in self.trades]`, the same keys, values and types, built from
+        the columns without a `Trade` per row: about five times faster, which is most of what
+        `--json` spends per result after the backtest."""
+        ints = self.trade_ints
+        floats = self.trade_floats
+        times = self.open_time
+        first = self.first_row
+        columns = (
+            np.where(ints[:, T_SIDE] == 1, "long", "short").tolist(),
+            (ints[:, T_SIGNAL_BAR] + first).tolist(),
+            (ints[:, T_ENTRY_BAR] + first).tolist(),
+            (ints[:, T_EXIT_BAR] + first).tolist(),
+            times[ints[:, T_SIGNAL_BAR]].tolist(),
+            times[ints[:, T_ENTRY_BAR]].tolist(),
+            times[ints[:, T_EXIT_BAR]].tolist(),
+            floats[:, T_SIGNAL_PRICE].tolist(),
+            floats[:, T_FILL].tolist(),
+            floats[:, T_SL].tolist(),
+            floats[:, T_TP].tolist(),
+            floats[:, T_QTY].tolist(),
+            floats[:, T_EXIT_PRICE].tolist(),
+            [EXIT_REASONS[r] for r in ints[:, T_REASON].tolist()],
+            floats[:, T_GROSS].tolist(),
+            floats[:, T_NET].tolist(),
+            floats[:, T_FEES].tolist(),
+        )
+        names = Trade.__slots__
+        return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+
+    def to_dict(self, *, trades: bool = True) -> dict[str, Any]:
+        """The CLI's --json object; `trades=False` leaves the trades out (`--no-trades`)."""
+        out: dict[str, Any] = {"metrics": self.metrics}
+        if trades:
+            out["trades"] = self.trade_dicts()
+        out["fingerprint"] = self.fingerprint
+        out["ambiguous_exits"] = self.ambiguous_exits
+        return out
