@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
             if args.warmup is not None:
                 raise UserError("--warmup needs --last or --from-bar")
             candles, trade_from = history, 0
-        prepared = strategy.prepare(candles)
+        prepared = strategy.prepare(candles, parsed)
         for params in parsed:
             result = run_backtest(
                 candles,
