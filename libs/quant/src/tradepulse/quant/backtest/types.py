@@ -218,8 +218,9 @@ class BacktestResult:
 
     def trade_dicts(self) -> list[dict[str, Any]]:
         """`[t.to_dict() for t in self.trades]`, the same keys, values and types, built from
-        the columns without a `Trade` per row: about five times faster, which is most of what
-        `--json` spends per result after the backtest."""
+        the columns without a `Trade` per row: about six times faster, which is most of what
+        `--json` spends per result after the backtest. A dict display, not `dict(zip(...))`,
+        since it is half the cost again; a test holds its keys to `Trade`'s fields."""
         ints = self.trade_ints
         floats = self.trade_floats
         times = self.open_time
@@ -243,8 +244,46 @@ class BacktestResult:
             floats[:, T_NET].tolist(),
             floats[:, T_FEES].tolist(),
         )
-        names = Trade.__slots__
-        return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+        return [
+            {
+                "side": side,
+                "signal_bar": signal_bar,
+                "entry_bar": entry_bar,
+                "exit_bar": exit_bar,
+                "signal_time": signal_time,
+                "entry_time": entry_time,
+                "exit_time": exit_time,
+                "signal_price": signal_price,
+                "fill_price": fill_price,
+                "stop_loss": stop_loss,
+                "take_profit": take_profit,
+                "qty": qty,
+                "exit_price": exit_price,
+                "exit_reason": exit_reason,
+                "gross_pnl": gross_pnl,
+                "net_pnl": net_pnl,
+                "fees": fees,
+            }
+            for (
+                side,
+                signal_bar,
+                entry_bar,
+                exit_bar,
+                signal_time,
+                entry_time,
+                exit_time,
+                signal_price,
+                fill_price,
+                stop_loss,
+                take_profit,
+                qty,
+                exit_price,
+                exit_reason,
+                gross_pnl,
+                net_pnl,
+                fees,
+            ) in zip(*columns, strict=True)
+        ]
 
     def to_dict(self, *, trades: bool = True) -> dict[str, Any]:
         """The CLI's --json object; `trades=False` leaves the trades out (`--no-trades`)."""
