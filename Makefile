@@ -48,5 +48,6 @@ test: lint
 
 bench: install
 	@$(VENV)/python tests/benchmarks/bench_backtest.py
+	@$(VENV)/python tests/benchmarks/bench_cli.py
 	@$(VENV)/python tests/benchmarks/bench_ingest.py
 	@$(VENV)/python tests/benchmarks/bench_training.py

@@ -7,17 +7,23 @@ The reference for every output is the library itself (`run_backtest` on the same
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
-from tradepulse.cli.main import main
+from tradepulse.cli.backtest import encode_json
+from tradepulse.cli.errors import UserError
+from tradepulse.cli.main import COMMANDS, build_parser, main
 from tradepulse.quant import (
+    METRIC_NAMES,
     BacktestResult,
     BacktestSettings,
     Candles,
@@ -175,10 +181,84 @@ def test_json_writes_nulls_as_null(
     obj = _one_json_line(out)
     assert obj["trades"] == []
     assert obj["metrics"]["profit_factor"] is None
-    assert '"profit_factor": null' in out
+    assert '"profit_factor":null' in out
     assert "NaN" not in out
     assert "Infinity" not in out
     assert _bits(obj) == _bits(_library(history, strategy, PARAMS_NONE).to_dict())
+
+
+def test_trade_dicts_are_the_trades_as_dicts(reference: BacktestResult) -> None:
+    # Built from the columns without Trade objects, for --json's speed; same keys, order,
+    # values and types.
+    assert _bits(reference.trade_dicts()) == _bits([t.to_dict() for t in reference.trades])
+    assert [list(d) for d in reference.trade_dicts()] == [
+        list(t.to_dict()) for t in reference.trades
+    ]
+
+
+def _edge_result(floats: list[float]) -> BacktestResult:
+    """A one-trade result whose nine trade floats are `floats`, for the encoder alone."""
+    times = np.arange(3, dtype=np.int64) * 300_000 + 1_640_995_200_000
+    return BacktestResult(
+        trade_ints=np.array([[1, 0, 1, 2, 0]], dtype=np.int64),
+        trade_floats=np.array([floats], dtype=np.float64),
+        open_time=times,
+        first_row=7,
+        equity=np.array([1.0, 2.0, 3.0]),
+        metrics={
+            name: None if name == "profit_factor" else 1 if name == "total_trades" else 5e-324
+            for name in METRIC_NAMES
+        },
+        ambiguous_exits=0,
+    )
+
+
+EDGE_FLOATS = [5e-324, -0.0, 1e-7, 0.00001, 1e16, 2.0**63, 1.7976931348623157e308, 0.1, 1 / 3]
+
+
+def test_json_encoding_parses_back_to_the_same_float64_values(reference: BacktestResult) -> None:
+    # orjson in place of json.dumps: the text may spell a float differently (0.00001 for
+    # 1e-05, no spaces), the parsed values never differ, to the bit and the type.
+    for result in (reference, _edge_result(EDGE_FLOATS)):
+        old = json.dumps(result.to_dict(), allow_nan=False)
+        new = encode_json(result)
+        assert new.endswith(b"\n")
+        assert new.count(b"\n") == 1
+        assert _bits(json.loads(new)) == _bits(json.loads(old)) == _bits(result.to_dict())
+    edge = json.loads(encode_json(_edge_result(EDGE_FLOATS)))["trades"][0]
+    assert [edge[k] for k in list(edge)[7:13] + list(edge)[14:]] == EDGE_FLOATS
+    assert math.copysign(1.0, edge["fill_price"]) == -1.0  # -0.0 stays negative
+
+
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
+def test_json_refuses_a_non_finite_trade_figure(bad: float) -> None:
+    # orjson would write null, which would pass for one of the spec's nulls.
+    with pytest.raises(UserError, match="non-finite number"):
+        encode_json(_edge_result([bad, *EDGE_FLOATS[1:]]))
+    assert json.loads(encode_json(_edge_result([bad, *EDGE_FLOATS[1:]]), trades=False))
+
+
+def test_no_trades_leaves_out_only_the_trades(
+    candles_excerpt: Path, reference: BacktestResult, capsys: pytest.CaptureFixture[str]
+) -> None:
+    batch = [PARAMS, PARAMS_B]
+    code, lean, err = _run(_backtest(candles_excerpt, batch, "--json", "--no-trades"), capsys)
+    assert (code, err) == (0, "")
+    _, full, _ = _run(_backtest(candles_excerpt, batch, "--json"), capsys)
+    lines = lean.splitlines()
+    assert len(lines) == 2
+    for lean_line, full_line in zip(lines, full.splitlines(), strict=True):
+        whole = json.loads(full_line)
+        del whole["trades"]
+        assert _bits(json.loads(lean_line)) == _bits(whole)
+    assert list(json.loads(lines[0])) == ["metrics", "fingerprint", "ambiguous_exits"]
+    assert json.loads(lines[0])["fingerprint"] == reference.fingerprint
+    code, table, _ = _run(_backtest(candles_excerpt, PARAMS, "--no-trades"), capsys)
+    assert code == 0
+    assert f"  {'fingerprint':<26} {reference.fingerprint}" in table
+    assert "trades (first" not in table
+    assert " stop_loss " not in table
+    assert " take_profit " not in table
 
 
 def test_json_list_gives_json_lines_in_order(
@@ -437,3 +517,45 @@ def test_timeframe_that_does_not_match_the_spacing_is_refused(
     assert code == 2
     assert "--timeframe 1m: the candles in" in err
     assert "mostly 5m apart" in err
+
+
+# --- start-up: each command imports only what it needs ------------------------------------------
+
+STARTUP_PROBE = """
+import json, sys
+from tradepulse.cli.main import build_parser
+build_parser(*sys.argv[1:])
+heavy = ("httpx", "pydantic", "numba", "tradepulse.common.contracts", "tradepulse.quant")
+print(json.dumps(sorted(m for m in heavy if m in sys.modules)))
+"""
+
+
+@pytest.mark.parametrize(
+    ("command", "loaded"),
+    [
+        pytest.param([], ["httpx"], id="--help"),
+        pytest.param(["backtest"], [], id="backtest"),
+        pytest.param(["jobs"], ["httpx"], id="jobs"),
+    ],
+)
+def test_a_command_loads_no_other_commands_imports(command: list[str], loaded: list[str]) -> None:
+    # `backtest` pays for numba when it runs, never for the HTTP client or the contracts;
+    # the client commands never for numba; `--help` for neither.
+    proc = subprocess.run(
+        [sys.executable, "-c", STARTUP_PROBE, *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert json.loads(proc.stdout) == loaded
+
+
+def test_the_command_table_names_every_command_in_help_order() -> None:
+    [full] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert list(full.choices) == list(COMMANDS)
+    for name in COMMANDS:
+        [one] = [
+            a for a in build_parser(name)._actions if isinstance(a, argparse._SubParsersAction)
+        ]
+        assert name in one.choices

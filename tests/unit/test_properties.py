@@ -205,3 +205,22 @@ def test_fingerprint_changes_with_the_parameters() -> None:
     b = run_backtest(candles, strategy, other)
     assert a.metrics["total_trades"]
     assert a.fingerprint != b.fingerprint
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), sets=st.lists(params_strategy, min_size=1, max_size=3))
+def test_preparing_for_known_sets_changes_no_result(
+    seed: int, sets: list[LiquiditySweepParams]
+) -> None:
+    # A batch prepares only its own lookbacks; any other is prepared when first asked for.
+    strategy = LiquiditySweep(SMALL)
+    candles = random_candles(seed, 400)
+    full = strategy.prepare(candles)
+    lean = strategy.prepare(candles, sets)
+    assert sorted(lean._levels) == sorted({p.key_level_lookback for p in sets})
+    other = dataclasses.replace(sets[0], key_level_lookback=sets[0].key_level_lookback + 31)
+    for params in [*sets, other]:
+        expected = run_backtest(candles, strategy, params, prepared=full)
+        got = run_backtest(candles, strategy, params, prepared=lean)
+        assert got.fingerprint == expected.fingerprint
+        assert run_backtest(candles, strategy, params).fingerprint == expected.fingerprint

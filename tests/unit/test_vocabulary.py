@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import math
 from dataclasses import fields
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from hypothesis import given
@@ -16,7 +16,9 @@ from pydantic import BaseModel, ValidationError
 
 from tradepulse.cli.client import TERMINAL
 from tradepulse.cli.main import build_parser
+from tradepulse.cli.status import REASON_MAX_CHARS, REASON_MIN_CHARS, STATUSES
 from tradepulse.cli.up import NAMESPACE
+from tradepulse.common.contracts import registry
 from tradepulse.common.contracts.base import ERROR_CODES, INVALID_REQUEST, NOT_FOUND, UNAVAILABLE
 from tradepulse.common.contracts.subjects import NAMESPACE_PATTERN
 from tradepulse.common.contracts.training import (
@@ -85,6 +87,11 @@ def test_the_cli_which_imports_no_contracts_at_startup_agrees_with_them() -> Non
     # core; these checks stand in for the import.
     assert frozenset(TERMINAL) == TERMINAL_STATUSES
     assert NAMESPACE.pattern == NAMESPACE_PATTERN
+    assert get_args(registry.ConfigStatus) == STATUSES
+    assert (REASON_MIN_CHARS, REASON_MAX_CHARS) == (
+        registry.REASON_MIN_CHARS,
+        registry.REASON_MAX_CHARS,
+    )
     [commands] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
     backtest = commands.choices["backtest"]
     [regime] = [a for a in backtest._actions if a.dest == "regime"]

@@ -12,13 +12,16 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Mapping
-from typing import Any, TextIO, get_args
+from typing import Any, TextIO
 
 from tradepulse.cli import render
 from tradepulse.cli.client import add_connection_options, client_for
-from tradepulse.common.contracts.registry import REASON_MAX_CHARS, REASON_MIN_CHARS, ConfigStatus
 
-STATUSES: tuple[str, ...] = get_args(ConfigStatus)
+# The registry's statuses and reason bounds, copied so that no command loads the contracts
+# (pydantic) and the core (numba) to build its parser; test_vocabulary fails if they drift.
+STATUSES: tuple[str, ...] = ("DISCOVERY", "CANDIDATE", "PAPER", "LIVE", "RETIRED")
+REASON_MIN_CHARS = 3
+REASON_MAX_CHARS = 500
 REASON_HELP = f"why, kept in the history ({REASON_MIN_CHARS}..{REASON_MAX_CHARS} characters)"
 
 

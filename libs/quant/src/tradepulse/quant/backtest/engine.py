@@ -44,7 +44,7 @@ def run_backtest(
     if isinstance(params, Mapping):
         params = strategy.parse_params(params)
     if prepared is None:
-        prepared = strategy.prepare(candles)
+        prepared = strategy.prepare(candles, [params])
     signals = strategy.signals(prepared, params, regime=regime, trade_from=trade_from)
     equity, ints, floats, _, ambiguous, exposed = simulate_nb(
         candles.open,

@@ -216,11 +216,80 @@ class BacktestResult:
             h.update(b"\x00" if value is None else b"\x01" + struct.pack("<d", float(value)))
         return h.hexdigest()
 
-    def to_dict(self) -> dict[str, Any]:
-        """The CLI's --json object."""
-        return {
-            "metrics": self.metrics,
-            "trades": [t.to_dict() for t in self.trades],
-            "fingerprint": self.fingerprint,
-            "ambiguous_exits": self.ambiguous_exits,
-        }
+    def trade_dicts(self) -> list[dict[str, Any]]:
+        """`[t.to_dict() for t in self.trades]`, the same keys, values and types, built from
+        the columns without a `Trade` per row: about six times faster, which is most of what
+        `--json` spends per result after the backtest. A dict display, not `dict(zip(...))`,
+        since it is half the cost again; a test holds its keys to `Trade`'s fields."""
+        ints = self.trade_ints
+        floats = self.trade_floats
+        times = self.open_time
+        first = self.first_row
+        columns = (
+            np.where(ints[:, T_SIDE] == 1, "long", "short").tolist(),
+            (ints[:, T_SIGNAL_BAR] + first).tolist(),
+            (ints[:, T_ENTRY_BAR] + first).tolist(),
+            (ints[:, T_EXIT_BAR] + first).tolist(),
+            times[ints[:, T_SIGNAL_BAR]].tolist(),
+            times[ints[:, T_ENTRY_BAR]].tolist(),
+            times[ints[:, T_EXIT_BAR]].tolist(),
+            floats[:, T_SIGNAL_PRICE].tolist(),
+            floats[:, T_FILL].tolist(),
+            floats[:, T_SL].tolist(),
+            floats[:, T_TP].tolist(),
+            floats[:, T_QTY].tolist(),
+            floats[:, T_EXIT_PRICE].tolist(),
+            [EXIT_REASONS[r] for r in ints[:, T_REASON].tolist()],
+            floats[:, T_GROSS].tolist(),
+            floats[:, T_NET].tolist(),
+            floats[:, T_FEES].tolist(),
+        )
+        return [
+            {
+                "side": side,
+                "signal_bar": signal_bar,
+                "entry_bar": entry_bar,
+                "exit_bar": exit_bar,
+                "signal_time": signal_time,
+                "entry_time": entry_time,
+                "exit_time": exit_time,
+                "signal_price": signal_price,
+                "fill_price": fill_price,
+                "stop_loss": stop_loss,
+                "take_profit": take_profit,
+                "qty": qty,
+                "exit_price": exit_price,
+                "exit_reason": exit_reason,
+                "gross_pnl": gross_pnl,
+                "net_pnl": net_pnl,
+                "fees": fees,
+            }
+            for (
+                side,
+                signal_bar,
+                entry_bar,
+                exit_bar,
+                signal_time,
+                entry_time,
+                exit_time,
+                signal_price,
+                fill_price,
+                stop_loss,
+                take_profit,
+                qty,
+                exit_price,
+                exit_reason,
+                gross_pnl,
+                net_pnl,
+                fees,
+            ) in zip(*columns, strict=True)
+        ]
+
+    def to_dict(self, *, trades: bool = True) -> dict[str, Any]:
+        """The CLI's --json object; `trades=False` leaves the trades out (`--no-trades`)."""
+        out: dict[str, Any] = {"metrics": self.metrics}
+        if trades:
+            out["trades"] = self.trade_dicts()
+        out["fingerprint"] = self.fingerprint
+        out["ambiguous_exits"] = self.ambiguous_exits
+        return out

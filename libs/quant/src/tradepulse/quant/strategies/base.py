@@ -7,7 +7,7 @@ The engine knows nothing else about it: a second strategy plugs in by implementi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar, get_args, runtime_checkable
 
@@ -60,8 +60,13 @@ class Strategy(Protocol[P, Prep]):
         """Bars a window needs before it so that every indicator is defined (spec section 8)."""
         ...
 
-    def prepare(self, candles: Candles) -> Prep:
-        """Parameter-independent work, done once per dataset and reused by every trial."""
+    def prepare(self, candles: Candles, params: Sequence[P] | None = None) -> Prep:
+        """Parameter-independent work, done once per dataset and reused by every trial.
+
+        `params`: the parameter sets that will run, when they are known (a single backtest,
+        a CLI batch); the strategy may then prepare only what those need. `None`: any set
+        of the search space may run. Either way `signals` accepts any parameters.
+        """
         ...
 
     def signals(self, prepared: Prep, params: P, *, regime: Regime, trade_from: int) -> Signals:

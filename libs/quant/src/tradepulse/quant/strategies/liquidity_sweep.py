@@ -8,7 +8,7 @@ bars fires a signal against the sweep. Stops and targets are set from the signal
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -137,7 +137,10 @@ Levels = tuple[FloatArray, FloatArray, npt.NDArray[np.int64], npt.NDArray[np.int
 class SweepPrepared:
     """Per-dataset arrays that no parameter changes, plus levels cached per lookback."""
 
-    def __init__(self, candles: Candles, settings: IndicatorSettings) -> None:
+    def __init__(
+        self, candles: Candles, settings: IndicatorSettings, lookbacks: Iterable[int]
+    ) -> None:
+        """Computes the levels of `lookbacks` now; any other lookback's on first use."""
         self.candles = candles
         self.settings = settings
         self.atr = wilder_atr_nb(candles.high, candles.low, candles.close, settings.atr_period)
@@ -145,7 +148,7 @@ class SweepPrepared:
         k = regime_lookback_bars(settings.regime_lookback_days, candles.timeframe_seconds)
         self.regime = regime_codes_nb(candles.close, k, settings.regime_threshold)
         self._levels: dict[int, Levels] = {}
-        for lookback in SPACE["key_level_lookback"].grid():
+        for lookback in lookbacks:
             self.levels(int(lookback))
 
     def levels(self, lookback: int) -> Levels:
@@ -187,8 +190,17 @@ class LiquiditySweep:
         k = regime_lookback_bars(self.indicators.regime_lookback_days, timeframe_seconds)
         return k + int(SPACE["key_level_lookback"].high)
 
-    def prepare(self, candles: Candles) -> SweepPrepared:
-        return SweepPrepared(candles, self.indicators)
+    def prepare(
+        self, candles: Candles, params: Sequence[LiquiditySweepParams] | None = None
+    ) -> SweepPrepared:
+        """Indicators, regimes, and the levels of every lookback of the search space (of only
+        the given sets' lookbacks: one instead of six for a single backtest)."""
+        lookbacks = (
+            [int(v) for v in SPACE["key_level_lookback"].grid()]
+            if params is None
+            else sorted({p.key_level_lookback for p in params})
+        )
+        return SweepPrepared(candles, self.indicators, lookbacks)
 
     def signals(
         self,
