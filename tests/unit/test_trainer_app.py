@@ -89,6 +89,39 @@ async def test_at_shutdown_the_trial_loop_naks_the_rest_of_its_batch() -> None:
     assert second.told == [("nak", None)]
 
 
+async def test_the_trial_loop_evaluates_the_next_item_while_one_is_being_stored() -> None:
+    """The first item's store waits until the second item's store begins: a loop that
+    evaluated items one after the other would never get there."""
+    deps = make_deps()
+    store, _ = parts(deps)
+    job_id = await with_job(deps)
+    calls: list[list[int]] = []
+    second_began = asyncio.Event()
+    insert = store.insert_trials
+
+    async def held_until_the_next(trials: Any) -> None:
+        calls.append([t.number for t, _ in trials])
+        if len(calls) == 1:
+            await second_began.wait()
+        else:
+            second_began.set()
+        await insert(trials)
+
+    store.insert_trials = held_until_the_next  # type: ignore[method-assign]
+    items = [FakeJsMsg(work_item(job_id, snapshot="gone").to_bytes()) for _ in range(2)]
+    trials, _ = puller([items])
+    loop = asyncio.create_task(trial_loop(trials, 2, deps))
+    try:
+        await asyncio.wait_for(second_began.wait(), 30)  # a hang guard, not a timing claim
+        await eventually(lambda: all(m.told == [("ack", None)] for m in items))
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+    assert len(calls) == 2
+    assert deps.metrics.trials_done == 4
+
+
 class FakeConsumerInfo(SimpleNamespace):
     num_pending: int
     num_ack_pending: int

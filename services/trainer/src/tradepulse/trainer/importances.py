@@ -18,6 +18,7 @@ from collections.abc import Mapping
 
 import optuna
 from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
+from optuna.trial import TrialState
 
 from tradepulse.common.contracts.training import TrainingRequested, TrialCompleted
 from tradepulse.common.logging import get_logger
@@ -39,17 +40,17 @@ def param_importances(
     if len(usable) < MIN_TRIALS or len({r.value for r in usable}) < 2:
         return None
     space = distributions(get_strategy(request.strategy).space)
-    study = optuna.create_study(direction="maximize")
-    study.add_trials(
-        [
-            optuna.trial.create_trial(
-                params={name: r.params[name] for name in space},
-                distributions=space,
-                value=r.value,
-            )
-            for r in sorted(usable, key=lambda r: r.number)
-        ]
-    )
+    # Trials are written through the storage's own calls: `Study.add_trials` deep-copies each
+    # trial, which took 0.36 s of the 0.4 s for 3,000 trials (the evaluator itself 0.04 s).
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, direction="maximize")
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for r in sorted(usable, key=lambda r: r.number):
+        assert r.value is not None
+        trial_id = storage.create_new_trial(study_id)
+        for name, dist in space.items():
+            storage.set_trial_param(trial_id, name, dist.to_internal_repr(r.params[name]), dist)
+        storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [r.value])
     evaluator = PedAnovaImportanceEvaluator()
     found = get_param_importances(study, evaluator=evaluator, normalize=True)
     return {name: float(value) for name, value in found.items()}
