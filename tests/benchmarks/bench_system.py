@@ -20,6 +20,9 @@ In one run, on the shared BTC file:
 3. the samplers: TPE (`bayesian`) and CMA-ES as a job's holder drives them (BatchOptimizer,
    the default model batch size), told the objective of real backtests, with the sampler's
    own time (ask + tell) per trial around each of `--sampler-marks` trials told;
+   In each system, a TPE and a CMA-ES job of `--model-trials` trials: against the sampler's
+   own time, it shows how much the replicas' work adds (the holder publishes each trial as
+   soon as it is asked, so replicas evaluate while the sampler thinks);
 4. memory: a `--memory-trials` random job on the whole BTC file in each system, then each
    trainer's RSS and its peak (VmHWM) from /proc.
 
@@ -191,6 +194,7 @@ class SystemRun:
     core: list[float] = field(default_factory=list)  # per job: the core's rate around it
     memory: list[tuple[str, float, float]] = field(default_factory=list)
     memory_job_s: float | None = None
+    model_jobs: dict[str, JobRun] = field(default_factory=dict)
     profile: list[str] = field(default_factory=list)
 
     @property
@@ -213,10 +217,40 @@ def py_spy_start(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes]
     )
 
 
-def summarize_profile(path: Path, top: int = 14) -> list[str]:
-    """The functions with most samples in a py-spy raw (folded) file: own and inclusive."""
+# Where a trainer's samples go: the first of these frames, from the outermost, names the step.
+STEPS = {
+    "run_backtest": "backtest (the core)",
+    "BacktestResult.fingerprint": "fingerprint (the core)",
+    "trial_block_sums": "block sums (the core)",
+    "TrainingRepository.insert_trials": "storing trials (PostgreSQL)",
+    "NatsBus.announce_trials": "announcing results (NATS)",
+    "NatsBus.announce_trial": "announcing results (NATS)",
+    "decode": "decoding work items",
+    "Puller.fetch": "fetching work items",
+    "JetStreamDelivery.ack": "acking work items",
+    "evaluate": "evaluate: the rest (params, result message)",
+    "BatchOptimizer.ask_batch": "sampler: ask",
+    "BatchOptimizer.ask_more": "sampler: ask",
+    "BatchOptimizer.tell_batch": "sampler: tell",
+    "StudyRunner._trial_spec": "holder: building work items",
+    "StudyRunner._work": "holder: building work items",
+    "NatsBus.publish_work": "holder: publishing work items",
+    "NatsBus.subscribe_trials.<locals>.callback": "holder: reading results",
+    "StudyRunner._wait_for": "holder: waiting for a batch",
+    "record_progress": "holder: progress",
+    "record_report": "holder: validation report",
+    "record_importances": "holder: importances",
+    "Client._flusher": "NATS client: writing",
+    "Client._read_loop": "NATS client: reading",
+    "EpollSelector.select": "idle in the event loop",
+}
+
+
+def summarize_profile(path: Path, top: int = 12) -> list[str]:
+    """Where a trainer's samples went (py-spy raw, folded stacks): by step, then by function
+    (own time)."""
+    steps: Counter[str] = Counter()
     own: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
     total = 0
     if not path.exists():
         return [f"no profile in {path}"]
@@ -226,21 +260,15 @@ def summarize_profile(path: Path, top: int = 14) -> list[str]:
             continue
         count = int(count_text)
         total += count
-        frames = [
-            f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1] + ")"
-            if " (" in f
-            else f
-            for f in stack.split(";")
-        ]
+        frames = [f.split(" (")[0] for f in stack.split(";")]
+        steps[next((STEPS[f] for f in frames if f in STEPS), "other")] += count
         own[frames[-1]] += count
-        for frame in set(frames):
-            inclusive[frame] += count
     if not total:
         return ["no samples"]
-    lines = [f"{total} samples; own time:"]
+    lines = [f"{total} samples (idle waits are not sampled); by step:"]
+    lines += [f"    {100 * c / total:5.1f}%  {name}" for name, c in steps.most_common()]
+    lines.append("  by function (own time):")
     lines += [f"    {100 * c / total:5.1f}%  {name}" for name, c in own.most_common(top)]
-    lines.append("  with callees:")
-    lines += [f"    {100 * c / total:5.1f}%  {name}" for name, c in inclusive.most_common(top)]
     return lines
 
 
@@ -312,6 +340,15 @@ async def bench_system(
                 lines = summarize_profile(out)
                 run.profile += [f"{trainers} trainer(s), {name}: {lines[0]}", *lines[1:]]
                 print(f"    py-spy, {name}: " + "\n    ".join(lines))
+        for optimizer in ("bayesian", "cmaes") if args.model_trials else ():
+            job = await run_job(client, training(optimizer, args.model_trials, BARS, SEED))
+            run.model_jobs[optimizer] = job
+            backtests = sum(t.duration_ms for t in job.trials) / 1000
+            print(
+                f"  {optimizer}: {args.model_trials:,} trials in {job.wall:.2f} s "
+                f"({1000 * job.wall / job.n:.2f} ms a trial; backtests {backtests:.2f} s in all, "
+                f"batch {job.view.batch_size}) [{job.breakdown()}]"
+            )
         if args.memory_trials:
             job = await run_job(client, training("random", args.memory_trials, FULL, SEED + 2))
             run.memory_job_s = job.wall
@@ -339,6 +376,12 @@ class SamplerCost:
     per_trial_ms: dict[int, float]  # mark → ms of ask + tell per trial in the batches before it
     total_s: float
     backtests_s: float
+    spent: list[tuple[int, float, int]]  # per batch: trials told before it, seconds, size
+
+    def mean_ms(self, n: int) -> float:
+        """Mean ask + tell per trial over the first n trials."""
+        inside = [(s, k) for first, s, k in self.spent if first + k <= n]
+        return 1000 * sum(s for s, _ in inside) / max(1, sum(k for _, k in inside))
 
 
 def sampler_cost(optimizer: str, window: Window, marks: list[int], span: int) -> SamplerCost:
@@ -369,7 +412,7 @@ def sampler_cost(optimizer: str, window: Window, marks: list[int], span: int) ->
     for mark in marks:
         inside = [(s, n) for first, s, n in spent if mark - span <= first and first + n <= mark]
         per[mark] = 1000 * sum(s for s, _ in inside) / max(1, sum(n for _, n in inside))
-    return SamplerCost(optimizer, batch, per, total, backtests)
+    return SamplerCost(optimizer, batch, per, total, backtests, spent)
 
 
 # The report ----------------------------------------------------------------------------------
@@ -482,8 +525,19 @@ def main(args: argparse.Namespace) -> int:
     for cost in costs:
         figures = ", ".join(f"{ms:.2f} ms at {m:,}" for m, ms in cost.per_trial_ms.items())
         print(
-            f"| {cost.optimizer} sampler cost per trial (batch {cost.batch_size}) | | {figures} |"
+            f"| {cost.optimizer}: the sampler's own cost per trial (ask + tell, batch "
+            f"{cost.batch_size}), in-process | | {figures}; {cost.total_s:.1f} s for "
+            f"{max(args.marks):,} trials, of which backtests {cost.backtests_s:.1f} s |"
         )
+    for run in runs:
+        for optimizer, job in run.model_jobs.items():
+            mean = next((c.mean_ms(job.n) for c in costs if c.optimizer == optimizer), None)
+            alone = f" (the sampler alone: {mean:.2f} ms)" if mean is not None else ""
+            print(
+                f"| {optimizer}: {job.n:,} trials through the system, {run.trainers} trainer(s), "
+                f"request → configuration | | {job.wall:.2f} s, {1000 * job.wall / job.n:.2f} ms "
+                f"a trial{alone} |"
+            )
     return 0 if ok else 1
 
 
@@ -502,6 +556,9 @@ if __name__ == "__main__":
     )
     parser.add_argument("--span", type=int, default=96, help="trials averaged before each mark")
     parser.add_argument("--memory-trials", type=int, default=5000)
+    parser.add_argument(
+        "--model-trials", type=int, default=1000, help="trials of the TPE and CMA-ES system jobs"
+    )
     parser.add_argument(
         "--trainer-env",
         type=lambda s: dict(kv.split("=", 1) for kv in s.split(",") if kv),

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
+import pytest
 from nats.js import JetStreamContext
 
 from tradepulse.common.service import Runtime
@@ -17,6 +21,8 @@ from tradepulse.trainer.settings import TrainerSettings
 from .test_subscribe import FakeJsMsg, FakeSubscription
 from .test_trainer_trials import parts, with_job, work_item
 from .trainer_fakes import Worker, eventually, job_request, make_deps
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def puller(batches: list[list[FakeJsMsg]]) -> tuple[Puller, FakeSubscription]:
@@ -161,3 +167,25 @@ async def test_a_metrics_round_sets_every_job_status_and_says_when_the_database_
     store.jobs_by_status = away  # type: ignore[method-assign]
     await refresh_metrics(rt, deps, queues, (20, 0.0))  # type: ignore[arg-type]
     assert value("tradepulse_database_up") == 0
+
+
+@pytest.mark.slow
+def test_a_trainer_leaves_scikit_learn_unloaded_and_still_computes_importances() -> None:
+    """optuna.importance would load scikit-learn for fANOVA (about 175 MB of RSS) wherever it
+    is installed, as it is here for vectorbt; the trainer uses PED-ANOVA only."""
+    code = """
+import importlib.util, sys
+import tradepulse.trainer.app
+from tradepulse.trainer.importances import param_importances
+from tests.unit.test_dashboard_data import _results
+from tests.unit.trainer_fakes import job_request
+found = param_importances(job_request(), _results([float(n % 5) for n in range(40)]))
+print(importlib.util.find_spec("sklearn") is not None, "sklearn" in sys.modules, found is not None)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout.split()
+    installed, loaded, computed = (word == "True" for word in out)
+    assert installed, "scikit-learn is not installed here: this test shows nothing"
+    assert not loaded
+    assert computed
