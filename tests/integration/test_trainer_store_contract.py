@@ -12,12 +12,14 @@ from nats.aio.msg import Msg
 from tradepulse.common.bus import connect
 from tradepulse.common.contracts.market import CoverageReply
 from tradepulse.common.contracts.subjects import Names
+from tradepulse.common.contracts.training import TrialCompleted
 from tradepulse.common.db import apply_migrations, create_pool
 from tradepulse.trainer.nats_bus import NatsBus
 from tradepulse.trainer.repository import TrainingRepository, init_connection
 
 from ..unit.trainer_bus_contract import BusBackend, BusContract, memory_bus_backend
-from ..unit.trainer_store_contract import Backend, StoreContract, memory_backend
+from ..unit.trainer_fakes import eventually
+from ..unit.trainer_store_contract import Backend, StoreContract, memory_backend, trial
 from .conftest import NATS_URL
 
 
@@ -96,3 +98,20 @@ def bus_backend(request: pytest.FixtureRequest) -> BusBackend:
 
 class TestBusContract(BusContract):
     pass
+
+
+@pytest.mark.integration
+async def test_a_holder_hears_a_trial_announced_alone_by_an_earlier_version(
+    nats_bus_backend: BusBackend, names: Names
+) -> None:
+    """Replicas of an earlier version announce each TrialCompleted alone on the subject; a
+    holder of this version, which announces a work item's trials together, reads both."""
+    bus = nats_bus_backend.bus
+    assert isinstance(bus, NatsBus)
+    heard: list[TrialCompleted] = []
+    await bus.subscribe_trials("job-a", heard.append)
+    alone = trial("job-a", 7, 1.5)
+    await bus.nc.publish(names.trial_completed("job-a"), alone.to_bytes())
+    await bus.announce_trials([trial("job-a", 8, 2.5)])
+    await eventually(lambda: len(heard) == 2)
+    assert heard == [alone, trial("job-a", 8, 2.5)]

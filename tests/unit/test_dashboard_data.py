@@ -8,10 +8,12 @@ import asyncio
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
 
 from tests.unit.trainer_fakes import (
     BTC,
@@ -55,6 +57,7 @@ from tradepulse.trainer import deliveries, folds, queries
 from tradepulse.trainer.errors import SnapshotMissingError
 from tradepulse.trainer.evaluate import DatasetCache
 from tradepulse.trainer.importances import param_importances, record_importances
+from tradepulse.trainer.optimizer import BatchOptimizer, SamplerSpec, distributions
 
 # Downsampler ---------------------------------------------------------------------------------
 
@@ -258,6 +261,42 @@ def test_importances_name_the_parameter_that_moves_the_objective() -> None:
     assert max(found, key=lambda k: found[k]) == first
     assert found[first] > 0.5, "more than every other parameter together"
     assert param_importances(job_request(), results) == found  # no randomness: the same every time
+
+
+def test_importances_are_those_of_a_study_built_with_add_trials() -> None:
+    """The study is written through its storage's calls, not `add_trials`: same figures."""
+    space = LiquiditySweep().space
+    optimizer = BatchOptimizer(SamplerSpec("random", 64), 3, space)
+    asked = optimizer.ask_batch(300)
+    results = {
+        a.number: TrialCompleted(
+            job_id="j",
+            number=a.number,
+            params=a.params,
+            state="complete" if a.number % 7 else "failed",
+            value=float(a.params["risk_reward_ratio"]) ** 2 - a.number % 5
+            if a.number % 7
+            else None,
+            metrics={},
+            fingerprint="f",
+            duration_ms=1.0,
+            replica="r",
+        )
+        for a in asked
+    }
+    dists = distributions(space)
+    reference = optuna.create_study(direction="maximize")
+    reference.add_trials(
+        [
+            optuna.trial.create_trial(params=dict(r.params), distributions=dists, value=r.value)
+            for r in results.values()
+            if r.value is not None
+        ]
+    )
+    expected = get_param_importances(
+        reference, evaluator=PedAnovaImportanceEvaluator(), normalize=True
+    )
+    assert param_importances(job_request(), results) == expected
 
 
 def test_no_importances_without_two_usable_trials_or_any_spread() -> None:

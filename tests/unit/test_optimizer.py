@@ -5,12 +5,24 @@ from __future__ import annotations
 
 import hashlib
 import math
+from typing import Any
 
+import optuna
 import pytest
+from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 
 from tradepulse.quant import get_strategy
 from tradepulse.trainer.errors import JobError
-from tradepulse.trainer.optimizer import Asked, BatchOptimizer, GridOrder, SamplerSpec, Told
+from tradepulse.trainer.optimizer import (
+    Asked,
+    BatchOptimizer,
+    GridOrder,
+    RandomDraws,
+    SamplerSpec,
+    Told,
+    batch_seed,
+    distributions,
+)
 
 SPACE = get_strategy("LIQUIDITY_SWEEP").space
 OPTIMIZERS = ("random", "bayesian", "grid", "cmaes")
@@ -106,3 +118,67 @@ def test_the_grid_visits_every_point_once_in_a_seeded_order() -> None:
     ]
     with pytest.raises(JobError, match="there is no trial"):
         grid.point(grid.size)
+
+
+def study_asked(
+    space_dists: dict[str, BaseDistribution], seed: int, sizes: list[int]
+) -> list[tuple[int, dict[str, Any], dict[str, Any]]]:
+    """What optuna's own ask/tell gives: the reference for random search's direct draws."""
+    study = optuna.create_study(direction="maximize")
+    out: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
+    for batch, size in enumerate(sizes):
+        study.sampler = optuna.samplers.RandomSampler(seed=batch_seed(seed, batch))
+        trials = [study.ask(space_dists) for _ in range(size)]
+        out.extend(
+            (t.number, t.params, study._storage.get_trial(t._trial_id).system_attrs) for t in trials
+        )
+        for t in trials:
+            study.tell(t, 0.0)
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 7, 12345, 2**63 - 1])
+def test_random_search_draws_what_optunas_study_asks(seed: int) -> None:
+    """Random search skips the study: same numbers, params (values and types) and state."""
+    ours = BatchOptimizer(SamplerSpec("random", BATCH), seed, SPACE)
+    asked = []
+    for _ in range(3):
+        batch = ours.ask_batch(BATCH)
+        ours.tell_batch({a.number: score(a.params) for a in batch})
+        asked += [(a.number, a.params, a.system_attrs) for a in batch]
+    reference = study_asked(distributions(SPACE), seed, [BATCH] * 3)
+    assert asked == reference
+    assert [[type(v) for v in p.values()] for _, p, _ in asked] == [
+        [type(v) for v in p.values()] for _, p, _ in reference
+    ]
+
+
+def test_random_draws_skip_single_valued_distributions_as_optuna_does() -> None:
+    dists: dict[str, BaseDistribution] = {
+        "a": FloatDistribution(0.0, 1.0),
+        "fixed": IntDistribution(3, 3),
+        "narrow": FloatDistribution(1.0, 1.0),
+        "b": IntDistribution(0, 100, step=5),
+    }
+    draws = RandomDraws(dists)
+    mine = []
+    for batch in range(2):
+        mine += draws.draw(optuna.samplers.RandomSampler(seed=batch_seed(9, batch)), 4)
+    assert [p for _, p, _ in study_asked(dists, 9, [4, 4])] == mine
+    assert {p["fixed"] for p in mine} == {3}
+    assert {p["narrow"] for p in mine} == {1.0}
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_a_batch_asked_in_parts_is_the_batch_asked_whole(name: str) -> None:
+    """How a holder hands out an adaptive sampler's first trials while it asks the rest."""
+    spec = SamplerSpec(name, BATCH)
+    whole = run(BatchOptimizer(spec, 5, SPACE), 3)
+    parts = BatchOptimizer(spec, 5, SPACE)
+    asked = []
+    for _ in range(3):
+        parts.open_batch()
+        batch = parts.ask_more(1) + parts.ask_more(3) + parts.ask_more(BATCH - 4)
+        parts.tell_batch({a.number: score(a.params) for a in batch})
+        asked.append(batch)
+    assert asked == whole

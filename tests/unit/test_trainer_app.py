@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
+import pytest
 from nats.js import JetStreamContext
 
 from tradepulse.common.service import Runtime
@@ -17,6 +21,8 @@ from tradepulse.trainer.settings import TrainerSettings
 from .test_subscribe import FakeJsMsg, FakeSubscription
 from .test_trainer_trials import parts, with_job, work_item
 from .trainer_fakes import Worker, eventually, job_request, make_deps
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def puller(batches: list[list[FakeJsMsg]]) -> tuple[Puller, FakeSubscription]:
@@ -89,6 +95,39 @@ async def test_at_shutdown_the_trial_loop_naks_the_rest_of_its_batch() -> None:
     assert second.told == [("nak", None)]
 
 
+async def test_the_trial_loop_evaluates_the_next_item_while_one_is_being_stored() -> None:
+    """The first item's store waits until the second item's store begins: a loop that
+    evaluated items one after the other would never get there."""
+    deps = make_deps()
+    store, _ = parts(deps)
+    job_id = await with_job(deps)
+    calls: list[list[int]] = []
+    second_began = asyncio.Event()
+    insert = store.insert_trials
+
+    async def held_until_the_next(trials: Any) -> None:
+        calls.append([t.number for t, _ in trials])
+        if len(calls) == 1:
+            await second_began.wait()
+        else:
+            second_began.set()
+        await insert(trials)
+
+    store.insert_trials = held_until_the_next  # type: ignore[method-assign]
+    items = [FakeJsMsg(work_item(job_id, snapshot="gone").to_bytes()) for _ in range(2)]
+    trials, _ = puller([items])
+    loop = asyncio.create_task(trial_loop(trials, 2, deps))
+    try:
+        await asyncio.wait_for(second_began.wait(), 30)  # a hang guard, not a timing claim
+        await eventually(lambda: all(m.told == [("ack", None)] for m in items))
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+    assert len(calls) == 2
+    assert deps.metrics.trials_done == 4
+
+
 class FakeConsumerInfo(SimpleNamespace):
     num_pending: int
     num_ack_pending: int
@@ -128,3 +167,25 @@ async def test_a_metrics_round_sets_every_job_status_and_says_when_the_database_
     store.jobs_by_status = away  # type: ignore[method-assign]
     await refresh_metrics(rt, deps, queues, (20, 0.0))  # type: ignore[arg-type]
     assert value("tradepulse_database_up") == 0
+
+
+@pytest.mark.slow
+def test_a_trainer_leaves_scikit_learn_unloaded_and_still_computes_importances() -> None:
+    """optuna.importance would load scikit-learn for fANOVA (about 175 MB of RSS) wherever it
+    is installed, as it is here for vectorbt; the trainer uses PED-ANOVA only."""
+    code = """
+import importlib.util, sys
+import tradepulse.trainer.app
+from tradepulse.trainer.importances import param_importances
+from tests.unit.test_dashboard_data import _results
+from tests.unit.trainer_fakes import job_request
+found = param_importances(job_request(), _results([float(n % 5) for n in range(40)]))
+print(importlib.util.find_spec("sklearn") is not None, "sklearn" in sys.modules, found is not None)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout.split()
+    installed, loaded, computed = (word == "True" for word in out)
+    assert installed, "scikit-learn is not installed here: this test shows nothing"
+    assert not loaded
+    assert computed

@@ -54,17 +54,17 @@ class BusContract:
         bus = bus_backend.bus
         heard: list[TrialCompleted] = []
         sub = await bus.subscribe_trials("job-a", heard.append)
-        await bus.announce_trial(trial("job-b", 0, 1.0))
-        await bus.announce_trial(trial("job-a", 1, 2.0))
-        await eventually(lambda: len(heard) == 1)
-        assert heard == [trial("job-a", 1, 2.0)]
+        await bus.announce_trials([trial("job-b", 0, 1.0)])
+        await bus.announce_trials([trial("job-a", 1, 2.0), trial("job-a", 2, 2.5)])
+        await eventually(lambda: len(heard) == 2)
+        assert heard == [trial("job-a", 1, 2.0), trial("job-a", 2, 2.5)], "each, in order"
         await sub.unsubscribe()
-        await bus.announce_trial(trial("job-a", 2, 3.0))
+        await bus.announce_trials([trial("job-a", 3, 3.0)])
         later: list[TrialCompleted] = []
         await bus.subscribe_trials("job-a", later.append)
-        await bus.announce_trial(trial("job-a", 3, 4.0))
+        await bus.announce_trials([trial("job-a", 4, 4.0)])
         await eventually(lambda: len(later) == 1)
-        assert heard == [trial("job-a", 1, 2.0)], "nothing after unsubscribing"
+        assert heard == [trial("job-a", 1, 2.0), trial("job-a", 2, 2.5)], "none after unsubscribing"
 
     async def test_a_durable_publish_is_stored_once_per_message_id(
         self, bus_backend: BusBackend

@@ -386,11 +386,12 @@ class MemoryBus:
             self.published_work.append(work)
             self.work.put_nowait(work)
 
-    async def announce_trial(self, result: TrialCompleted) -> None:
-        self.announced.append(result)
+    async def announce_trials(self, results: list[TrialCompleted]) -> None:
+        self.announced.extend(results)
         for sub in list(self.subscriptions):
-            if sub.job_id == result.job_id:
-                sub.on_result(result)
+            for result in results:
+                if sub.job_id == result.job_id:
+                    sub.on_result(result)
 
     async def subscribe_trials(
         self, job_id: str, on_result: Callable[[TrialCompleted], None]

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import get_args
+from typing import Any, get_args
 
 import nats.errors
 import numpy as np
@@ -42,6 +42,7 @@ from tradepulse.common.contracts.training import (
     ListJobs,
     ListTrials,
     TrainingRequested,
+    TrialCompleted,
 )
 from tradepulse.common.logging import get_logger
 from tradepulse.common.service import Runtime, ServiceSpec, run_service
@@ -277,23 +278,61 @@ class JobHolder:
             await asyncio.wait(held)
 
 
+# Work items evaluated or being stored at once: while one item's trials travel to PostgreSQL
+# and NATS, the next one is evaluated, so a round trip no longer leaves the core idle.
+TRIALS_IN_FLIGHT = 2
+
+
 async def trial_loop(puller: Puller, batch: int, deps: Deps) -> None:
-    """Evaluate work items in the order fetched; cancelled at teardown, it naks the items of
-    its batch not yet settled, as a consumer does, so another replica takes them at once."""
+    """Evaluate work items in the order fetched, the next fetch already under way, and up to
+    TRIALS_IN_FLIGHT items at once (an evaluation is CPU work that holds the event loop, so
+    items overlap only where one waits on a store). Cancelled at teardown, it naks the items
+    it holds and has not settled, as a consumer does, so another replica takes them at once.
+    """
     metrics = deps.metrics
     in_hand: list[Msg] = []
+    running: dict[asyncio.Task[list[TrialCompleted]], Msg] = {}
+    fetching: asyncio.Task[list[Msg]] | None = None
+
+    def settled(task: asyncio.Task[list[TrialCompleted]]) -> None:
+        running.pop(task, None)
+        if task.cancelled() or task.exception() is not None:
+            return
+        for result in task.result():
+            metrics.trials.labels(result.state).inc()
+            metrics.trial_seconds.observe(result.duration_ms / 1000)
+        metrics.trials_done += len(task.result())
+
     try:
         while True:
-            in_hand = await puller.fetch(batch)
-            while in_hand:
-                results = await deliveries.trial_work(JetStreamDelivery(in_hand[0]), deps)
-                in_hand.pop(0)
-                for result in results:
-                    metrics.trials.labels(result.state).inc()
-                    metrics.trial_seconds.observe(result.duration_ms / 1000)
-                metrics.trials_done += len(results)
+            if fetching is None and len(in_hand) < batch:
+                fetching = asyncio.create_task(puller.fetch(batch))
+            if in_hand and len(running) < TRIALS_IN_FLIGHT:
+                msg = in_hand.pop(0)
+                task = asyncio.create_task(deliveries.trial_work(JetStreamDelivery(msg), deps))
+                running[task] = msg
+                task.add_done_callback(settled)
+                continue
+            waits: set[asyncio.Future[Any]] = set(running)
+            if fetching is not None:
+                waits.add(fetching)
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for finished in done - {fetching}:
+                finished.result()  # a failure the retry policy does not handle stops the loop
+            if fetching is not None and fetching in done:
+                in_hand.extend(fetching.result())
+                fetching = None
     except asyncio.CancelledError:
-        for msg in in_hand:
+        if fetching is not None:
+            fetching.cancel()
+        started = list(running.items())
+        for task, _ in started:
+            task.cancel()
+        if started:
+            await asyncio.wait([task for task, _ in started])
+        # An item whose task ended by itself meanwhile was settled by it.
+        unsettled = [msg for task, msg in started if task.cancelled() or task.exception()]
+        for msg in [*unsettled, *in_hand]:
             with contextlib.suppress(nats.errors.Error, OSError):
                 await msg.nak()
         raise

@@ -14,10 +14,12 @@ computed the job still completes, without them.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Mapping
+from types import ModuleType
 
 import optuna
-from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
+from optuna.trial import TrialState
 
 from tradepulse.common.contracts.training import TrainingRequested, TrialCompleted
 from tradepulse.common.logging import get_logger
@@ -26,6 +28,32 @@ from tradepulse.trainer.deps import Deps
 from tradepulse.trainer.optimizer import distributions
 
 log = get_logger("trainer")
+
+
+def _import_importance() -> ModuleType:
+    """`optuna.importance` without scikit-learn.
+
+    The package imports every evaluator, fANOVA's among them, which imports scikit-learn's
+    random forests whenever scikit-learn is installed (as in the development environment,
+    for vectorbt): about 175 MB of RSS and 7 s of start-up in every trainer, for an evaluator
+    the trainer never uses. While the package loads, `sklearn` is marked absent, so optuna's
+    guarded import finds none (fANOVA alone becomes unusable); a scikit-learn or an
+    `optuna.importance` already loaded by someone else is left as it is.
+    """
+    if "sklearn" not in sys.modules and "optuna.importance" not in sys.modules:
+        sys.modules["sklearn"] = None  # type: ignore[assignment]
+        try:
+            import optuna.importance
+        finally:
+            del sys.modules["sklearn"]
+    import optuna.importance
+
+    return optuna.importance
+
+
+_importance = _import_importance()
+PedAnovaImportanceEvaluator = _importance.PedAnovaImportanceEvaluator
+get_param_importances = _importance.get_param_importances
 
 MIN_TRIALS = 2
 
@@ -39,17 +67,17 @@ def param_importances(
     if len(usable) < MIN_TRIALS or len({r.value for r in usable}) < 2:
         return None
     space = distributions(get_strategy(request.strategy).space)
-    study = optuna.create_study(direction="maximize")
-    study.add_trials(
-        [
-            optuna.trial.create_trial(
-                params={name: r.params[name] for name in space},
-                distributions=space,
-                value=r.value,
-            )
-            for r in sorted(usable, key=lambda r: r.number)
-        ]
-    )
+    # Trials are written through the storage's own calls: `Study.add_trials` deep-copies each
+    # trial, which took 0.36 s of the 0.4 s for 3,000 trials (the evaluator itself 0.04 s).
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, direction="maximize")
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for r in sorted(usable, key=lambda r: r.number):
+        assert r.value is not None
+        trial_id = storage.create_new_trial(study_id)
+        for name, dist in space.items():
+            storage.set_trial_param(trial_id, name, dist.to_internal_repr(r.params[name]), dist)
+        storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [r.value])
     evaluator = PedAnovaImportanceEvaluator()
     found = get_param_importances(study, evaluator=evaluator, normalize=True)
     return {name: float(value) for name, value in found.items()}

@@ -9,6 +9,7 @@ import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from pydantic import ValidationError
 
 from tradepulse.common.bus import publish
 from tradepulse.common.contracts.market import CoverageQuery, CoverageReply
@@ -19,6 +20,7 @@ from tradepulse.common.contracts.training import (
     JobFailed,
     JobProgress,
     TrialCompleted,
+    TrialsCompleted,
     TrialWork,
 )
 from tradepulse.trainer.ports import JobEvent, Subscription
@@ -52,18 +54,30 @@ class NatsBus:
     async def publish_work(self, work: TrialWork) -> None:
         await publish(self.js, self.names.trial_work, work)
 
-    async def announce_trial(self, result: TrialCompleted) -> None:
+    async def announce_trials(self, results: list[TrialCompleted]) -> None:
+        job_id = results[0].job_id
+        message = TrialsCompleted(
+            message_id=f"{job_id}.trials.{results[0].number}-{results[-1].number}.done",
+            job_id=job_id,
+            results=results,
+        )
         await self.nc.publish(
-            self.names.trial_completed(result.job_id),
-            result.to_bytes(),
-            headers={"Nats-Msg-Id": result.message_id},
+            self.names.trial_completed(job_id),
+            message.to_bytes(),
+            headers={"Nats-Msg-Id": message.message_id},
         )
 
     async def subscribe_trials(
         self, job_id: str, on_result: Callable[[TrialCompleted], None]
     ) -> Subscription:
         async def callback(msg: Msg) -> None:
-            on_result(TrialCompleted.from_bytes(msg.data))
+            try:
+                results = TrialsCompleted.from_bytes(msg.data).results
+            except ValidationError:
+                # One trial alone, as a replica of an earlier version announces it.
+                results = [TrialCompleted.from_bytes(msg.data)]
+            for result in results:
+                on_result(result)
 
         return await self.nc.subscribe(self.names.trial_completed(job_id), cb=callback)
 

@@ -218,9 +218,9 @@ class Bus(Protocol):
     async def publish_work(self, work: TrialWork) -> None:
         """Queue a trial work item for any replica (returns once the stream stored it)."""
 
-    async def announce_trial(self, result: TrialCompleted) -> None:
-        """Tell the job's holder a trial is stored; not waited for (the holder also reads
-        the store)."""
+    async def announce_trials(self, results: list[TrialCompleted]) -> None:
+        """Tell the job's holder these trials (of one job) are stored; not waited for (the
+        holder also reads the store)."""
 
     async def subscribe_trials(
         self, job_id: str, on_result: Callable[[TrialCompleted], None]

@@ -20,6 +20,11 @@ class TrainerSettings(CommonSettings):
     # Trials per work item: fetching, decoding, storing and acking an item cost about as much
     # as a backtest, so they are paid once for a few trials.
     trials_per_item: int = Field(default=4, ge=1, le=64, validation_alias="TRAINER_TRIALS_PER_ITEM")
+    # For TPE and CMA-ES, whose trials are published as they are asked (study.py): one trial
+    # an item keeps every replica busy while the sampler thinks about the next.
+    model_trials_per_item: int = Field(
+        default=1, ge=1, le=64, validation_alias="TRAINER_MODEL_TRIALS_PER_ITEM"
+    )
     job_ack_wait: float = Field(default=10.0, gt=0, validation_alias="TRAINER_JOB_ACK_WAIT")
     trial_ack_wait: float = Field(default=30.0, gt=0, validation_alias="TRAINER_TRIAL_ACK_WAIT")
     # A holder renews its lease with every heartbeat; a crashed holder's lease runs out

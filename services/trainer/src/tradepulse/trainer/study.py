@@ -170,25 +170,44 @@ class StudyRunner:
 
     async def _ask_and_dispatch(self, batch: plan.Batch, inbox: Inbox) -> list[int]:
         """Ask the batch (study-relative numbers) and publish the work items of its trials
-        not stored yet (a resumed job); a stored one goes to the inbox as it is."""
-        asked = await asyncio.to_thread(self.optimizer.ask_batch, batch.size)
-        numbers = [a.number for a in asked]
+        not stored yet (a resumed job); a stored one goes to the inbox as it is.
+
+        A sampler that learns is asked one work item at a time, each published as soon as it
+        is asked, so replicas evaluate the first trials while it thinks about the rest (its
+        time per trial is many backtests: TPE's about 10-30 ms). One that does not is asked
+        the whole batch at once, which costs less than a backtest."""
+        adaptive = self.spec.sampler.adaptive
+        settings = self.deps.settings
+        size = settings.model_trials_per_item if adaptive else settings.trials_per_item
+        part = size if adaptive else batch.size
+        publishing: list[asyncio.Task[None]] = []
+        numbers: list[int] = []
+        try:
+            await asyncio.to_thread(self.optimizer.open_batch)
+            while len(numbers) < batch.size:
+                asked = await asyncio.to_thread(
+                    self.optimizer.ask_more, min(part, batch.size - len(numbers))
+                )
+                numbers += [a.number for a in asked]
+                missing = []
+                for a in asked:
+                    number = self.spec.first + a.number
+                    if number in self.stored:
+                        inbox.put(self.stored[number])
+                    else:
+                        missing.append(self._trial_spec(number, a))
+                publishing += [
+                    asyncio.create_task(
+                        self.deps.bus.publish_work(self._work(missing[i : i + size]))
+                    )
+                    for i in range(0, len(missing), size)
+                ]
+            await asyncio.gather(*publishing)
+        finally:
+            for task in publishing:
+                task.cancel()
         if numbers != batch.numbers:
             raise RuntimeError(f"sampler numbered trials {numbers}, expected {batch.numbers}")
-        missing = []
-        for a in asked:
-            number = self.spec.first + a.number
-            if number in self.stored:
-                inbox.put(self.stored[number])
-            else:
-                missing.append(self._trial_spec(number, a))
-        size = self.deps.settings.trials_per_item
-        await asyncio.gather(
-            *(
-                self.deps.bus.publish_work(self._work(missing[i : i + size]))
-                for i in range(0, len(missing), size)
-            )
-        )
         return numbers
 
     @staticmethod

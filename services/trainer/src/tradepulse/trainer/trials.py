@@ -51,7 +51,7 @@ async def store_trials(
     await deps.store.insert_trials(
         [(r, t.sampler_state) for r, t in zip(results, work.trials, strict=True)]
     )
-    for result in results:
-        # The stored row is the record; the event only wakes the job's holder early.
-        await deps.bus.announce_trial(result)
+    if results:
+        # The stored rows are the record; the event only wakes the job's holder early.
+        await deps.bus.announce_trials(results)
     return results

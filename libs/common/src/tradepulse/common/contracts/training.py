@@ -230,6 +230,15 @@ class TrialCompleted(Message):
     block_sums: list[float] | None = Field(default=None, max_length=2 * MAX_PBO_BLOCKS)
 
 
+class TrialsCompleted(Message):
+    """The results of one work item, announced together once they are stored: the job's
+    holder wakes once per item, not once per trial. (A replica of an earlier version
+    announces each `TrialCompleted` alone on the same subject; holders read both.)"""
+
+    job_id: str
+    results: list[TrialCompleted] = Field(min_length=1, max_length=64)
+
+
 class JobProgress(Message):
     job_id: str
     status: JobStatus
