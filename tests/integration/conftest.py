@@ -54,37 +54,55 @@ class Env:
         }
 
 
-@pytest.fixture
-async def database() -> AsyncIterator[str]:
+@asynccontextmanager
+async def new_database() -> AsyncIterator[str]:
+    """A database of its own for the body, dropped afterwards."""
     name = f"tp_test_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(ADMIN_DSN)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    yield _dsn_for(name)
-    admin = await asyncpg.connect(ADMIN_DSN)
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        yield _dsn_for(name)
     finally:
-        await admin.close()
+        admin = await asyncpg.connect(ADMIN_DSN)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
 
 
-@pytest.fixture
-async def names() -> AsyncIterator[Names]:
+@asynccontextmanager
+async def new_names() -> AsyncIterator[Names]:
+    """A NATS namespace of its own (its streams created) for the body, removed afterwards."""
     n = Names(f"t{uuid.uuid4().hex[:10]}")
     nc = await connect(NATS_URL, "test-setup")
     js = nc.jetstream()
     await ensure_streams(js, n)
-    yield n
-    # Cleanup must not hide the test's own outcome.
-    for stream in (config.name for config in stream_configs(n) if config.name is not None):
-        with contextlib.suppress(Exception):
-            await js.delete_stream(stream)
-    for bucket in (n.candles_bucket, n.uploads_bucket):
-        with contextlib.suppress(Exception):
-            await js.delete_object_store(bucket)
-    await nc.close()
+    try:
+        yield n
+    finally:
+        # Cleanup must not hide the test's own outcome.
+        for stream in (config.name for config in stream_configs(n) if config.name is not None):
+            with contextlib.suppress(Exception):
+                await js.delete_stream(stream)
+        for bucket in (n.candles_bucket, n.uploads_bucket):
+            with contextlib.suppress(Exception):
+                await js.delete_object_store(bucket)
+        await nc.close()
+
+
+@pytest.fixture
+async def database() -> AsyncIterator[str]:
+    async with new_database() as dsn:
+        yield dsn
+
+
+@pytest.fixture
+async def names() -> AsyncIterator[Names]:
+    async with new_names() as n:
+        yield n
 
 
 @pytest.fixture
