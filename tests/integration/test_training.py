@@ -66,7 +66,9 @@ async def test_same_seed_same_trials_other_seed_other_trials_any_replica_count(
     runs: dict[str, list[tuple[object, ...]]] = {}
     configs = {}
     reports = {}
-    for label, trainers, seed in (("a", 1, 12345), ("b", 1, 12345), ("c", 1, 123), ("d", 3, 12345)):
+    # a, b and c on one trainer, one after the other (b after a in the same process: nothing a
+    # left behind changes b); d on three fresh replicas, which must give a's trials.
+    for trainers, jobs in ((1, (("a", 12345), ("b", 12345), ("c", 123))), (3, (("d", 12345),))):
         async with (
             running_system(
                 tmp_path,
@@ -77,26 +79,27 @@ async def test_same_seed_same_trials_other_seed_other_trials_any_replica_count(
             ),
             Client.connect(env.nats_url, env.names) as client,
         ):
-            if label == "a":
-                await client.ingest_file(data)
-            job = request(optimizer="bayesian", n_iterations=32, seed=seed)
-            await client.submit(job)
-            view = await client.wait_job(job.job_id)
-            assert view.status == "completed", view.error
-            runs[label] = outcome(await client.trials(job.job_id))
-            configs[label] = await client.config_for_job(job.job_id)
-            reports[label] = view.validation
-            if label == "d":
-                replicas = {t.replica for t in await client.trials(job.job_id)}
-                assert len(replicas) >= 2, f"3 replicas should share the trials, got {replicas}"
-            if label in ("a", "d"):
-                # The other optimizers, on 1 replica and on 3.
-                for optimizer in ("random", "grid", "cmaes"):
-                    other = request(optimizer=optimizer, n_iterations=32, seed=seed)
-                    await client.submit(other)
-                    done = await client.wait_job(other.job_id)
-                    assert done.status == "completed", (optimizer, done.error)
-                    runs[f"{label}-{optimizer}"] = outcome(await client.trials(other.job_id))
+            for label, seed in jobs:
+                if label == "a":
+                    await client.ingest_file(data)
+                job = request(optimizer="bayesian", n_iterations=32, seed=seed)
+                await client.submit(job)
+                view = await client.wait_job(job.job_id)
+                assert view.status == "completed", view.error
+                runs[label] = outcome(await client.trials(job.job_id))
+                configs[label] = await client.config_for_job(job.job_id)
+                reports[label] = view.validation
+                if label == "d":
+                    replicas = {t.replica for t in await client.trials(job.job_id)}
+                    assert len(replicas) >= 2, f"3 replicas should share the trials: {replicas}"
+                if label in ("a", "d"):
+                    # The other optimizers, on 1 replica and on 3.
+                    for optimizer in ("random", "grid", "cmaes"):
+                        other = request(optimizer=optimizer, n_iterations=32, seed=seed)
+                        await client.submit(other)
+                        done = await client.wait_job(other.job_id)
+                        assert done.status == "completed", (optimizer, done.error)
+                        runs[f"{label}-{optimizer}"] = outcome(await client.trials(other.job_id))
     for optimizer in ("random", "grid", "cmaes"):
         assert runs[f"a-{optimizer}"] == runs[f"d-{optimizer}"], optimizer
     assert len(runs["a"]) == 32
