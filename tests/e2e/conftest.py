@@ -11,17 +11,15 @@ symbol of its own, so that what it uploads, trains and lists is its own.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import json
 import os
 import secrets
 import socket
 import sys
-import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ import pytest
 
 from tests.integration.conftest import NATS_URL, Env, database, env, names, new_database, new_names
 from tests.integration.flows import running_system
+from tests.support.held import held
 from tests.support.polling import wait_until
 from tradepulse.common.contracts.subjects import Names
 from tradepulse.common.contracts.training import PREDECESSOR_PAYLOAD, TERMINAL_STATUSES
@@ -233,56 +232,31 @@ class SharedStack:
     gateway: RunningGateway
 
 
-async def _hold_stack(
-    data_dir: Path,
-    started: concurrent.futures.Future[SharedStack],
-    stop: asyncio.Event,
-) -> None:
-    try:
-        async with AsyncExitStack() as stack:
-            names = await stack.enter_async_context(new_names())
-            database_url = await stack.enter_async_context(new_database())
-            await stack.enter_async_context(
-                running_system(
-                    data_dir,
-                    names,
-                    trainers=2,
-                    nats_url=NATS_URL,
-                    database_url=database_url,
-                    environment={"trainer": SHARED_TRAINER_ENV},
-                )
-            )
-            gateway = await stack.enter_async_context(running_gateway(data_dir, names, NATS_URL))
-            started.set_result(SharedStack(Env(names, NATS_URL, database_url), gateway))
-            await stop.wait()
-    except BaseException as exc:
-        if not started.done():
-            started.set_exception(exc)
-        raise
+@asynccontextmanager
+async def _stack(data_dir: Path) -> AsyncIterator[SharedStack]:
+    async with (
+        new_names() as names,
+        new_database() as database_url,
+        running_system(
+            data_dir,
+            names,
+            trainers=2,
+            nats_url=NATS_URL,
+            database_url=database_url,
+            environment={"trainer": SHARED_TRAINER_ENV},
+        ),
+        running_gateway(data_dir, names, NATS_URL) as gateway,
+    ):
+        yield SharedStack(Env(names, NATS_URL, database_url), gateway)
 
 
 @pytest.fixture(scope="session")
 def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedStack]:
-    """Started on first use in this worker, stopped at the end of its session. Its event loop
-    runs in a thread of its own, so that the system's supervisor keeps watching its processes
-    while each test runs in its own loop."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="shared-system", daemon=True)
-    thread.start()
-    started: concurrent.futures.Future[SharedStack] = concurrent.futures.Future()
-    stop = asyncio.Event()
+    """Started on first use in this worker, stopped at the end of its session (held in a loop
+    of its own: tests/support/held.py)."""
     data_dir = tmp_path_factory.mktemp("shared-system")
-    held = asyncio.run_coroutine_threadsafe(_hold_stack(data_dir, started, stop), loop)
-    try:
-        yield started.result(timeout=SHARED_START_WITHIN_S)
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        try:
-            held.result(timeout=60)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=10)
-            loop.close()
+    with held(lambda: _stack(data_dir), within=SHARED_START_WITHIN_S, name="shared-system") as s:
+        yield s
 
 
 @dataclass(frozen=True)

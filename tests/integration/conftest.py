@@ -1,7 +1,9 @@
 """Fixtures for tests against the real NATS and PostgreSQL servers.
 
 Each test gets its own NATS namespace (streams, subjects, buckets) and its own database, so
-tests never see each other's messages or rows, and both are removed afterwards.
+tests never see each other's messages or rows, and both are removed afterwards. Tests that
+neither kill nor reconfigure a process may share one running system per pytest worker instead
+(`shared_with_candles`): they keep apart by dataset, each under a symbol of its own.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from typing import Protocol
 import asyncpg
 import pytest
 
-from tests.integration.flows import Client, excerpt, running_system
+from tests.integration.flows import BTC, Client, excerpt, running_system
+from tests.support.polling import wait_until
 from tradepulse.cli.supervisor import System
 from tradepulse.common.bus import connect, ensure_streams, stream_configs
-from tradepulse.common.contracts.market import CandlesIngested
+from tradepulse.common.contracts.market import CandlesIngested, DatasetKey
 from tradepulse.common.contracts.subjects import Names
+from tradepulse.common.contracts.training import JobsReply, ListJobs
 
 NATS_URL = os.environ.get("TEST_NATS_URL", "nats://127.0.0.1:4222")
 ADMIN_DSN = os.environ.get(
@@ -110,12 +114,18 @@ def env(names: Names, database: str) -> Env:
     return Env(names=names, nats_url=NATS_URL, database_url=database)
 
 
+# Short ack waits and leases, so that a job or trial of a dead replica comes back fast.
+QUICK_REDELIVERY = {
+    "TRAINER_JOB_ACK_WAIT": "3",
+    "TRAINER_TRIAL_ACK_WAIT": "3",
+    "TRAINER_LEASE_SECONDS": "4",
+}
+
+
 @pytest.fixture
 def quick_redelivery(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Short ack waits and leases, so that a job or trial of a dead replica comes back fast."""
-    monkeypatch.setenv("TRAINER_JOB_ACK_WAIT", "3")
-    monkeypatch.setenv("TRAINER_TRIAL_ACK_WAIT", "3")
-    monkeypatch.setenv("TRAINER_LEASE_SECONDS", "4")
+    for name, value in QUICK_REDELIVERY.items():
+        monkeypatch.setenv(name, value)
 
 
 @dataclass(frozen=True)
@@ -158,5 +168,61 @@ def system_with_candles(env: Env, tmp_path: Path, shared_candles_path: Path) -> 
         ):
             ingested = await client.ingest_file(data)
             yield CandleSystem(system, client, ingested)
+
+    return start
+
+
+# One system per worker, shared ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SharedCandles:
+    env: Env
+    client: Client
+    dataset: DatasetKey
+    ingested: CandlesIngested
+
+
+class SharedWithCandles(Protocol):
+    def __call__(self, *, rows: int | None) -> AbstractAsyncContextManager[SharedCandles]: ...
+
+
+async def _active_jobs(client: Client) -> int:
+    total = 0
+    for status in ("queued", "running"):
+        reply = await client.nc.request(
+            client.names.list_jobs, ListJobs(status=status, limit=1).to_bytes(), timeout=10
+        )
+        total += JobsReply.from_bytes(reply.data).total
+    return total
+
+
+@pytest.fixture
+def shared_with_candles(
+    shared_services: Env, tmp_path: Path, shared_candles_path: Path
+) -> SharedWithCandles:
+    """The worker's shared system (`shared_services`: tests/support/services.py) with candles of the test's own: `async with
+    shared_with_candles(rows=8_000) as s:` waits until no job of an earlier test is queued or
+    running, then ingests the first `rows` BTC candles of the shared file (all of it when
+    `rows` is None) as `s.dataset`, binance 5m under a symbol no other test uses."""
+
+    @asynccontextmanager
+    async def start(*, rows: int | None) -> AsyncIterator[SharedCandles]:
+        data = (
+            shared_candles_path
+            if rows is None
+            else excerpt(shared_candles_path, rows, tmp_path / f"btc-{rows}.csv")
+        )
+        dataset = BTC.model_copy(update={"symbol": f"T{uuid.uuid4().hex[:10].upper()}/USDT"})
+        env = shared_services
+        async with Client.connect(env.nats_url, env.names) as client:
+            await wait_until(
+                lambda: _active_jobs(client),
+                within=120,
+                message="the shared system idle (no job of an earlier test queued or running)",
+                until=lambda active: active == 0,
+            )
+            ingested = await client.ingest_file(data, dataset)
+            yield SharedCandles(env, client, dataset, ingested)
 
     return start
