@@ -279,27 +279,32 @@ class SharedSystem:
         return await upload_candles(client, path, symbol=self.symbol)
 
 
-async def _active_jobs(client: httpx.AsyncClient) -> int:
-    total = 0
+async def _active_jobs(client: httpx.AsyncClient) -> list[str]:
+    """The ids of the jobs queued or running."""
+    active = []
     for status in ("queued", "running"):
-        reply = await client.get("/api/v2/training/jobs", params={"status": status, "limit": 1})
+        reply = await client.get("/api/v2/training/jobs", params={"status": status, "limit": 1000})
         assert reply.status_code == 200, reply.text
-        total += int(reply.json()["total"])
-    return total
+        active += [job["job_id"] for job in reply.json()["jobs"]]
+    return active
 
 
 @pytest.fixture
 async def shared_system(shared_stack: SharedStack) -> SharedSystem:
     """The shared system, every replica answering and no job of an earlier test queued or
-    running, with a symbol no other test uses (as BASE/USDT: any market the API accepts)."""
+    running (what a failed one left behind is cancelled), with a symbol no other test uses
+    (as BASE/USDT: any market the API accepts)."""
     gateway = shared_stack.gateway
     await wait_ready(gateway)
     async with gateway.client() as client:
+        for job_id in await _active_jobs(client):
+            reply = await client.post(f"/api/v2/training/job/{job_id}/cancel")
+            assert reply.status_code in (200, 202, 409), reply.text
         await wait_until(
             lambda: _active_jobs(client),
             within=120,
             message="the shared system idle (no job of an earlier test queued or running)",
-            until=lambda active: active == 0,
+            until=lambda active: not active,
         )
     symbol = f"T{uuid.uuid4().hex[:10].upper()}/USDT"
     return SharedSystem(shared_stack.env, gateway, symbol)

@@ -26,7 +26,7 @@ from tradepulse.cli.supervisor import System
 from tradepulse.common.bus import connect, ensure_streams, stream_configs
 from tradepulse.common.contracts.market import CandlesIngested, DatasetKey
 from tradepulse.common.contracts.subjects import Names
-from tradepulse.common.contracts.training import JobsReply, ListJobs
+from tradepulse.common.contracts.training import CancelJob, JobsReply, ListJobs
 
 NATS_URL = os.environ.get("TEST_NATS_URL", "nats://127.0.0.1:4222")
 ADMIN_DSN = os.environ.get(
@@ -187,23 +187,24 @@ class SharedWithCandles(Protocol):
     def __call__(self, *, rows: int | None) -> AbstractAsyncContextManager[SharedCandles]: ...
 
 
-async def _active_jobs(client: Client) -> int:
-    total = 0
+async def _active_jobs(client: Client) -> list[str]:
+    """The ids of the jobs queued or running."""
+    active = []
     for status in ("queued", "running"):
         reply = await client.nc.request(
-            client.names.list_jobs, ListJobs(status=status, limit=1).to_bytes(), timeout=10
+            client.names.list_jobs, ListJobs(status=status, limit=1000).to_bytes(), timeout=10
         )
-        total += JobsReply.from_bytes(reply.data).total
-    return total
+        active += [job.job_id for job in JobsReply.from_bytes(reply.data).jobs]
+    return active
 
 
 @pytest.fixture
 def shared_with_candles(
     shared_services: Env, tmp_path: Path, shared_candles_path: Path
 ) -> SharedWithCandles:
-    """The worker's shared system (`shared_services`: tests/support/services.py) with candles of the test's own: `async with
-    shared_with_candles(rows=8_000) as s:` waits until no job of an earlier test is queued or
-    running, then ingests the first `rows` BTC candles of the shared file (all of it when
+    """The worker's shared system (`shared_services`: tests/support/services.py) with candles
+    of the test's own: `async with shared_with_candles(rows=8_000) as s:` cancels what an
+    earlier test left queued or running and waits until it has stopped, then ingests the first `rows` BTC candles of the shared file (all of it when
     `rows` is None) as `s.dataset`, binance 5m under a symbol no other test uses."""
 
     @asynccontextmanager
@@ -216,11 +217,16 @@ def shared_with_candles(
         dataset = BTC.model_copy(update={"symbol": f"T{uuid.uuid4().hex[:10].upper()}/USDT"})
         env = shared_services
         async with Client.connect(env.nats_url, env.names) as client:
+            # What a failed earlier test left behind is cancelled.
+            for job_id in await _active_jobs(client):
+                await client.nc.request(
+                    client.names.cancel_job, CancelJob(job_id=job_id).to_bytes(), timeout=10
+                )
             await wait_until(
                 lambda: _active_jobs(client),
                 within=120,
                 message="the shared system idle (no job of an earlier test queued or running)",
-                until=lambda active: active == 0,
+                until=lambda active: not active,
             )
             ingested = await client.ingest_file(data, dataset)
             yield SharedCandles(env, client, dataset, ingested)
