@@ -11,9 +11,20 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.support.services"]
+
+# The longest tests, run first: `make test` hands each xdist worker half of the collection in
+# order and idle workers steal from the end of the other's queue, so a long test collected
+# late would run alone at the end, its length added to the suite's wall time.
+LONGEST_FIRST = ("tests/fault/test_nats_cluster.py::",)
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SHARED_CANDLES = SHARED_DATA / "binance_BTC-USDT_5m.csv.gz"
 EXCERPT_ROWS = 6_000
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not item.nodeid.startswith(LONGEST_FIRST))
 
 
 @pytest.fixture(scope="session")

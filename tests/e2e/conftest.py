@@ -2,6 +2,10 @@
 over HTTP exactly as a user does.
 
 The NATS namespace and database fixtures are the integration suite's (each test its own).
+Tests that neither kill nor reconfigure a process share one running system per pytest worker
+instead (`shared_system`): starting one costs seconds of imports and migrations in five
+processes, which a dozen tests would pay again each. They keep apart by market: each gets a
+symbol of its own, so that what it uploads, trains and lists is its own.
 """
 
 from __future__ import annotations
@@ -13,18 +17,22 @@ import os
 import secrets
 import socket
 import sys
-from collections.abc import AsyncIterator, Mapping
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-from tests.integration.conftest import database, env, names
+from tests.integration.conftest import NATS_URL, Env, database, env, names, new_database, new_names
+from tests.integration.flows import running_system
+from tests.support.held import held
 from tests.support.polling import wait_until
 from tradepulse.common.contracts.subjects import Names
-from tradepulse.common.contracts.training import TERMINAL_STATUSES
+from tradepulse.common.contracts.training import PREDECESSOR_PAYLOAD, TERMINAL_STATUSES
 
 __all__ = ["database", "env", "names"]
 
@@ -203,3 +211,100 @@ async def all_trials(client: httpx.AsyncClient, job_id: str) -> list[dict[str, A
         trials.extend(page["trials"])
         if len(trials) >= page["total"] or not page["trials"]:
             return trials
+
+
+# One system per worker, shared ------------------------------------------------------------------
+
+SHARED_START_WITHIN_S = 300.0
+# Short ack waits and leases, as the tests that restart nothing but cancel jobs want them.
+SHARED_TRAINER_ENV = {
+    "TRAINER_JOB_ACK_WAIT": "3",
+    "TRAINER_TRIAL_ACK_WAIT": "3",
+    "TRAINER_LEASE_SECONDS": "4",
+}
+
+
+@dataclass(frozen=True)
+class SharedStack:
+    """Ingest, registry, two trainers and a gateway in a namespace and database of their own."""
+
+    env: Env
+    gateway: RunningGateway
+
+
+@asynccontextmanager
+async def _stack(data_dir: Path) -> AsyncIterator[SharedStack]:
+    async with (
+        new_names() as names,
+        new_database() as database_url,
+        running_system(
+            data_dir,
+            names,
+            trainers=2,
+            nats_url=NATS_URL,
+            database_url=database_url,
+            environment={"trainer": SHARED_TRAINER_ENV},
+        ),
+        running_gateway(data_dir, names, NATS_URL) as gateway,
+    ):
+        yield SharedStack(Env(names, NATS_URL, database_url), gateway)
+
+
+@pytest.fixture(scope="session")
+def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedStack]:
+    """Started on first use in this worker, stopped at the end of its session (held in a loop
+    of its own: tests/support/held.py)."""
+    data_dir = tmp_path_factory.mktemp("shared-system")
+    with held(lambda: _stack(data_dir), within=SHARED_START_WITHIN_S, name="shared-system") as s:
+        yield s
+
+
+@dataclass(frozen=True)
+class SharedSystem:
+    """The worker's shared system as one test sees it: its own market on it."""
+
+    env: Env
+    gateway: RunningGateway
+    symbol: str
+
+    @property
+    def market(self) -> dict[str, str]:
+        return {"exchange": "binanceus", "symbol": self.symbol, "timeframe": "5m"}
+
+    def payload(self, **changes: Any) -> dict[str, Any]:
+        """The predecessor's job on this test's market; `changes` override its fields."""
+        return {**PREDECESSOR_PAYLOAD, "symbol": self.symbol, **changes}
+
+    async def upload(self, client: httpx.AsyncClient, path: Path) -> dict[str, Any]:
+        return await upload_candles(client, path, symbol=self.symbol)
+
+
+async def _active_jobs(client: httpx.AsyncClient) -> list[str]:
+    """The ids of the jobs queued or running."""
+    active = []
+    for status in ("queued", "running"):
+        reply = await client.get("/api/v2/training/jobs", params={"status": status, "limit": 1000})
+        assert reply.status_code == 200, reply.text
+        active += [job["job_id"] for job in reply.json()["jobs"]]
+    return active
+
+
+@pytest.fixture
+async def shared_system(shared_stack: SharedStack) -> SharedSystem:
+    """The shared system, every replica answering and no job of an earlier test queued or
+    running (what a failed one left behind is cancelled), with a symbol no other test uses
+    (as BASE/USDT: any market the API accepts)."""
+    gateway = shared_stack.gateway
+    await wait_ready(gateway)
+    async with gateway.client() as client:
+        for job_id in await _active_jobs(client):
+            reply = await client.post(f"/api/v2/training/job/{job_id}/cancel")
+            assert reply.status_code in (200, 202, 409), reply.text
+        await wait_until(
+            lambda: _active_jobs(client),
+            within=120,
+            message="the shared system idle (no job of an earlier test queued or running)",
+            until=lambda active: not active,
+        )
+    symbol = f"T{uuid.uuid4().hex[:10].upper()}/USDT"
+    return SharedSystem(shared_stack.env, gateway, symbol)

@@ -11,30 +11,20 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.integration.conftest import Env
-from tests.integration.flows import excerpt, running_system
+from tests.integration.flows import excerpt
 from tests.support.bus import wait_drained
 from tests.support.polling import wait_until
 from tradepulse.common.bus import connect
-from tradepulse.common.contracts.training import PREDECESSOR_PAYLOAD
 
 from .conftest import (
+    SharedSystem,
     all_trials,
     running_gateway,
-    upload_candles,
     wait_job,
 )
 
 TRADEPULSE = Path(sys.executable).parent / "tradepulse"
-
-
-@pytest.fixture(autouse=True)
-def quick_redelivery(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TRAINER_JOB_ACK_WAIT", "3")
-    monkeypatch.setenv("TRAINER_TRIAL_ACK_WAIT", "3")
-    monkeypatch.setenv("TRAINER_LEASE_SECONDS", "4")
 
 
 def outcome(trials: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
@@ -94,17 +84,12 @@ async def sse_events(
 
 
 async def test_the_predecessors_payloads_reproduce_and_match_the_cli_backtest(
-    env: Env, tmp_path: Path, shared_candles_path: Path
+    shared_system: SharedSystem, tmp_path: Path, shared_candles_path: Path
 ) -> None:
     data = excerpt(shared_candles_path, 6_000, tmp_path / "btc_5m.csv")
-    async with (
-        running_system(
-            tmp_path, env.names, trainers=2, nats_url=env.nats_url, database_url=env.database_url
-        ),
-        running_gateway(tmp_path, env.names, env.nats_url) as gateway,
-        gateway.client() as client,
-    ):
-        uploaded = await upload_candles(client, data)
+    env, gateway = shared_system.env, shared_system.gateway
+    async with gateway.client() as client:
+        uploaded = await shared_system.upload(client, data)
         assert uploaded["dataset"]["rows"] == 6_000
         assert uploaded["dataset"]["exchange"] == "binanceus"
         # Another gateway replica, which did not send the import, knows its outcome too.
@@ -119,7 +104,7 @@ async def test_the_predecessors_payloads_reproduce_and_match_the_cli_backtest(
             assert unknown.status_code == 404, unknown.text
 
         runs = {
-            label: await start(client, {**PREDECESSOR_PAYLOAD, "seed": seed})
+            label: await start(client, shared_system.payload(seed=seed))
             for label, seed in (("a", 12345), ("b", 12345), ("c", 123))
         }
         jobs = {label: await wait_job(client, job_id) for label, job_id in runs.items()}
@@ -145,7 +130,11 @@ async def test_the_predecessors_payloads_reproduce_and_match_the_cli_backtest(
 
         listed = await client.get(
             "/api/v2/configs",
-            params={"symbol": "BTC/USDT", "strategy": "LIQUIDITY_SWEEP", "sort": "sharpe_ratio"},
+            params={
+                "symbol": shared_system.symbol,
+                "strategy": "LIQUIDITY_SWEEP",
+                "sort": "sharpe_ratio",
+            },
         )
         assert listed.status_code == 200, listed.text
         page = listed.json()
@@ -154,14 +143,18 @@ async def test_the_predecessors_payloads_reproduce_and_match_the_cli_backtest(
         sharpes = [c["metrics"]["sharpe_ratio"] for c in page["items"]]
         assert sharpes == sorted(sharpes, reverse=True)
         ascending = await client.get(
-            "/api/v2/configs", params={"sort": "created_at", "order": "asc"}
+            "/api/v2/configs",
+            params={"symbol": shared_system.symbol, "sort": "created_at", "order": "asc"},
         )
         created = [c["created_at"] for c in ascending.json()["items"]]
         assert len(created) == 3
         assert created == sorted(created)
 
         listed_jobs = (
-            await client.get("/api/v2/training/jobs", params={"status": "completed"})
+            await client.get(
+                "/api/v2/training/jobs",
+                params={"status": "completed", "symbol": shared_system.symbol},
+            )
         ).json()
         assert listed_jobs["total"] == 3
         assert {j["job_id"] for j in listed_jobs["jobs"]} == set(runs.values())
@@ -190,27 +183,17 @@ async def test_the_predecessors_payloads_reproduce_and_match_the_cli_backtest(
 
 
 async def test_live_progress_cancel_and_ensemble(
-    env: Env, tmp_path: Path, shared_candles_path: Path
+    shared_system: SharedSystem, tmp_path: Path, shared_candles_path: Path
 ) -> None:
     data = excerpt(shared_candles_path, 4_000, tmp_path / "btc_5m.csv")
-    async with (
-        running_system(
-            tmp_path, env.names, trainers=2, nats_url=env.nats_url, database_url=env.database_url
-        ),
-        running_gateway(tmp_path, env.names, env.nats_url) as gateway,
-        gateway.client() as client,
-    ):
-        await upload_candles(client, data)
+    env = shared_system.env
+    async with shared_system.gateway.client() as client:
+        await shared_system.upload(client, data)
 
         # Live progress: opened right after the 202, followed to the end of the stream.
         job_id = await start(
             client,
-            {
-                **PREDECESSOR_PAYLOAD,
-                "n_iterations": 1000,
-                "lookback_candles": 3000,
-                "batch_size": 16,
-            },
+            shared_system.payload(n_iterations=1000, lookback_candles=3000, batch_size=16),
         )
         events = await sse_events(client, job_id)
         names = [name for name, _ in events]
@@ -235,12 +218,7 @@ async def test_live_progress_cancel_and_ensemble(
         # Cancel a running job: cancelled within about a second, and its trials stop.
         long_job = await start(
             client,
-            {
-                **PREDECESSOR_PAYLOAD,
-                "n_iterations": 100_000,
-                "lookback_candles": 3000,
-                "batch_size": 16,
-            },
+            shared_system.payload(n_iterations=100_000, lookback_candles=3000, batch_size=16),
         )
 
         async def long_job_state() -> dict[str, Any]:
@@ -282,7 +260,7 @@ async def test_live_progress_cancel_and_ensemble(
 
         # Ensemble: one job per seed, all run.
         reply = await client.post(
-            "/api/v2/training/ensemble", json={**PREDECESSOR_PAYLOAD, "seed": 7, "n_seeds": 3}
+            "/api/v2/training/ensemble", json=shared_system.payload(seed=7, n_seeds=3)
         )
         assert reply.status_code == 202, reply.text
         ensemble = reply.json()
@@ -291,5 +269,10 @@ async def test_live_progress_cancel_and_ensemble(
         finished = [await wait_job(client, j) for j in ensemble["job_ids"]]
         assert [j["status"] for j in finished] == ["completed"] * 3
         assert [j["seed"] for j in finished] == [7, 8, 9]
-        listed = (await client.get("/api/v2/training/jobs", params={"status": "cancelled"})).json()
+        listed = (
+            await client.get(
+                "/api/v2/training/jobs",
+                params={"status": "cancelled", "symbol": shared_system.symbol},
+            )
+        ).json()
         assert [j["job_id"] for j in listed["jobs"]] == [long_job]

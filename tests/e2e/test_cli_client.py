@@ -1,6 +1,6 @@
 """The client commands as a user runs them: the installed `tradepulse` script, as separate
-processes, against the real gateway and services (started by `supervisor.System` through
-tests/integration/flows.py) on the test's own NATS namespace and database.
+processes, against the real gateway and services (the worker's shared system, started by
+`supervisor.System` through tests/integration/flows.py), on a market of the test's own.
 """
 
 from __future__ import annotations
@@ -9,20 +9,16 @@ import asyncio
 import json
 import os
 import re
-import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.integration.conftest import NATS_URL
-from tests.integration.flows import running_system
 from tests.support.polling import wait_until
 from tradepulse.cli.embedded import free_port as any_free_port
-from tradepulse.cli.gateway_access import wait_http_ready
-from tradepulse.common.contracts.subjects import Names
 
-SERVICES = ("ingest", "registry", "trainer", "gateway")
+from .conftest import SharedSystem
+
 TRADEPULSE = Path(sys.executable).with_name("tradepulse")
 DATASET = ["--exchange", "binance", "--symbol", "BTC/USDT", "--timeframe", "5m"]
 
@@ -76,165 +72,147 @@ def client_env(url: str, key: str | None) -> dict[str, str]:
 
 
 async def test_ingest_train_follow_list_and_cancel_through_the_cli(
-    tmp_path: Path, names: Names, database: str, candles_excerpt: Path
+    tmp_path: Path, shared_system: SharedSystem, candles_excerpt: Path
 ) -> None:
-    port, key = free_port(), secrets.token_urlsafe(24)
-    url = f"http://127.0.0.1:{port}"
-    gateway_env = {
-        "GATEWAY_HOST": "127.0.0.1",
-        "GATEWAY_PORT": str(port),
-        "TRADEPULSE_API_KEYS": key,
-    }
-    async with running_system(
-        tmp_path,
-        names,
-        trainers=2,
-        nats_url=NATS_URL,
-        database_url=database,
-        services=SERVICES,
-        environment={"gateway": gateway_env},
-    ):
-        assert await wait_http_ready(url, 60)
-        env = client_env(url, key)
+    url, key, symbol = shared_system.gateway.url, shared_system.gateway.key, shared_system.symbol
+    dataset = ["--exchange", "binance", "--symbol", symbol, "--timeframe", "5m"]
+    env = client_env(url, key)
+    ingested = await tradepulse("ingest", "--file", str(candles_excerpt), *dataset, env=env)
+    assert ingested.code == 0, ingested.err
+    assert "6,000 candles received, 6,000 new" in ingested.out
 
-        ingested = await tradepulse("ingest", "--file", str(candles_excerpt), *DATASET, env=env)
-        assert ingested.code == 0, ingested.err
-        assert "6,000 candles received, 6,000 new" in ingested.out
+    window = ["--optimizer", "random", "--lookback", "2000"]
+    submitted = await tradepulse(
+        "train",
+        *dataset,
+        *window,
+        "--n-iterations",
+        "40",
+        "--seed",
+        "12345",
+        "--no-follow",
+        env=env,
+    )
+    assert submitted.code == 0, submitted.err
+    match = re.fullmatch(r"job (\S+) queued\n", submitted.out)
+    assert match, submitted.out
+    job_id = match.group(1)
 
-        window = ["--optimizer", "random", "--lookback", "2000"]
-        submitted = await tradepulse(
-            "train",
-            *DATASET,
-            *window,
-            "--n-iterations",
-            "40",
-            "--seed",
-            "12345",
-            "--no-follow",
-            env=env,
-        )
-        assert submitted.code == 0, submitted.err
-        match = re.fullmatch(r"job (\S+) queued\n", submitted.out)
-        assert match, submitted.out
-        job_id = match.group(1)
+    async def shown_job() -> dict[str, Any]:
+        shown = await tradepulse("job", job_id, "--json", env=env)
+        assert shown.code == 0, shown.err
+        state: dict[str, Any] = shown.json()
+        assert state["status"] in ("queued", "running", "completed"), state
+        return state
 
-        async def shown_job() -> dict[str, Any]:
-            shown = await tradepulse("job", job_id, "--json", env=env)
-            assert shown.code == 0, shown.err
-            state: dict[str, Any] = shown.json()
-            assert state["status"] in ("queued", "running", "completed"), state
-            return state
+    job = await wait_until(
+        shown_job,
+        within=60,
+        interval=0.3,
+        message=f"job {job_id} completed with a configuration",
+        until=lambda state: state["status"] == "completed" and bool(state["config_id"]),
+    )
+    assert (job["trials_done"], job["progress"], job["seed"]) == (40, 100.0, 12345)
+    config_id = job["config_id"]
 
-        job = await wait_until(
-            shown_job,
-            within=60,
-            interval=0.3,
-            message=f"job {job_id} completed with a configuration",
-            until=lambda state: state["status"] == "completed" and bool(state["config_id"]),
-        )
-        assert (job["trials_done"], job["progress"], job["seed"]) == (40, 100.0, 12345)
-        config_id = job["config_id"]
-
-        text, configs, listed, one, jobs = await asyncio.gather(
-            tradepulse("job", job_id, env=env),
-            tradepulse("configs", env=env),
-            tradepulse("configs", "--symbol", "BTC/USDT", "--json", env=env),
-            tradepulse("config", config_id, env=env),
-            tradepulse("jobs", "--status", "completed", "--json", env=env),
-        )
-        assert text.code == 0, text.err
-        assert "status     completed" in text.out
-        assert f"config     {config_id}" in text.out
-        assert configs.code == 0, configs.err
-        assert config_id in configs.out
-        assert "binance BTC/USDT 5m" in configs.out
-        items = listed.json()["items"]
-        assert [(c["config_id"], c["job_id"]) for c in items] == [(config_id, job_id)]
-        assert items[0]["params"] == job["best"]["params"]
-        assert one.code == 0, one.err
-        assert "sharpe_ratio" in one.out
-        # The overfitting figures, one plain line each, on the job's and the config's page.
-        for page in (text.out, one.out):
-            assert re.search(
-                r"^  the best of [\d,]+ skill-less tries would show a Sharpe of -?[\d.]+ by luck "
-                r"alone; this one has -?[\d.]+ → deflated Sharpe [\d.]+ \(probability that the "
-                r"edge is real\)$",
-                page,
-                re.M,
-            ), page
-            assert re.search(
-                r"^  in \d+ % of the 12,870 splits the in-sample winner ranked below the median "
-                r"out of sample \(PBO [\d.]+\)$",
-                page,
-                re.M,
-            ), page
-        assert [j["job_id"] for j in jobs.json()["jobs"]] == [job_id]
-
-        # Followed live: the progress bar (a line per tenth off a terminal), then the result.
-        followed = await tradepulse(
-            "train", *DATASET, *window, "--n-iterations", "30", "--seed", "7", env=env
-        )
-        assert followed.code == 0, followed.err
-        assert "100.0%" in followed.err
-        assert re.search(r"^best configuration: cfg_\S+ \(\w+\), sharpe_ratio ", followed.out, re.M)
-        assert re.search(r"^params\n  \w+", followed.out, re.M)
-        assert re.search(r"^  sharpe_ratio +-?[\d,.]+$", followed.out, re.M)
-        assert "(probability that the edge is real)" in followed.out
-
-        # A seed ensemble: one progress bar over its jobs, then the convergence report.
-        ensemble = await tradepulse(
-            "ensemble", *DATASET, *window, "--n-iterations", "12", "--seeds", "3,4", env=env
-        )
-        assert ensemble.code == 0, ensemble.err
-        assert "100.0%  24/24 trials" in ensemble.err
-        assert re.search(r"^ensemble ens_\w+: 2 seeds, ended$", ensemble.out, re.M), ensemble.out
+    text, configs, listed, one, jobs = await asyncio.gather(
+        tradepulse("job", job_id, env=env),
+        tradepulse("configs", env=env),
+        tradepulse("configs", "--symbol", symbol, "--json", env=env),
+        tradepulse("config", config_id, env=env),
+        tradepulse("jobs", "--status", "completed", "--symbol", symbol, "--json", env=env),
+    )
+    assert text.code == 0, text.err
+    assert "status     completed" in text.out
+    assert f"config     {config_id}" in text.out
+    assert configs.code == 0, configs.err
+    assert config_id in configs.out
+    assert f"binance {symbol} 5m" in configs.out
+    items = listed.json()["items"]
+    assert [(c["config_id"], c["job_id"]) for c in items] == [(config_id, job_id)]
+    assert items[0]["params"] == job["best"]["params"]
+    assert one.code == 0, one.err
+    assert "sharpe_ratio" in one.out
+    # The overfitting figures, one plain line each, on the job's and the config's page.
+    for page in (text.out, one.out):
         assert re.search(
-            r"^the seeds' best parameters (stay within|scatter by)", ensemble.out, re.M
-        )
-        assert "objective  mean" in ensemble.out
-        one_seed = await tradepulse(
-            "ensemble", *DATASET, *window, "--n-iterations", "12", "--seeds", "3", env=env
-        )
-        assert one_seed.one_error_line, one_seed
-        assert "at least 2 seeds" in one_seed.err
+            r"^  the best of [\d,]+ skill-less tries would show a Sharpe of -?[\d.]+ by luck "
+            r"alone; this one has -?[\d.]+ → deflated Sharpe [\d.]+ \(probability that the "
+            r"edge is real\)$",
+            page,
+            re.M,
+        ), page
+        assert re.search(
+            r"^  in \d+ % of the 12,870 splits the in-sample winner ranked below the median "
+            r"out of sample \(PBO [\d.]+\)$",
+            page,
+            re.M,
+        ), page
+    assert [j["job_id"] for j in jobs.json()["jobs"]] == [job_id]
 
-        long_job = await tradepulse(
-            "train", *DATASET, *window, "--n-iterations", "100000", "--no-follow", env=env
-        )
-        long_id = long_job.out.split()[1]
-        cancelled = await tradepulse("cancel", long_id, env=env)
-        assert cancelled.code == 0, cancelled.err
-        assert long_id in cancelled.out
+    # Followed live: the progress bar (a line per tenth off a terminal), then the result.
+    followed = await tradepulse(
+        "train", *dataset, *window, "--n-iterations", "30", "--seed", "7", env=env
+    )
+    assert followed.code == 0, followed.err
+    assert "100.0%" in followed.err
+    assert re.search(r"^best configuration: cfg_\S+ \(\w+\), sharpe_ratio ", followed.out, re.M)
+    assert re.search(r"^params\n  \w+", followed.out, re.M)
+    assert re.search(r"^  sharpe_ratio +-?[\d,.]+$", followed.out, re.M)
+    assert "(probability that the edge is real)" in followed.out
 
-        async def long_status() -> str:
-            status: str = (await tradepulse("job", long_id, "--json", env=env)).json()["status"]
-            return status
+    # A seed ensemble: one progress bar over its jobs, then the convergence report.
+    ensemble = await tradepulse(
+        "ensemble", *dataset, *window, "--n-iterations", "12", "--seeds", "3,4", env=env
+    )
+    assert ensemble.code == 0, ensemble.err
+    assert "100.0%  24/24 trials" in ensemble.err
+    assert re.search(r"^ensemble ens_\w+: 2 seeds, ended$", ensemble.out, re.M), ensemble.out
+    assert re.search(r"^the seeds' best parameters (stay within|scatter by)", ensemble.out, re.M)
+    assert "objective  mean" in ensemble.out
+    one_seed = await tradepulse(
+        "ensemble", *dataset, *window, "--n-iterations", "12", "--seeds", "3", env=env
+    )
+    assert one_seed.one_error_line, one_seed
+    assert "at least 2 seeds" in one_seed.err
 
-        await wait_until(
-            long_status,
-            within=20,
-            interval=0.3,
-            message=f"job {long_id} cancelled",
-            until=lambda status: status == "cancelled",
-        )
+    long_job = await tradepulse(
+        "train", *dataset, *window, "--n-iterations", "100000", "--no-follow", env=env
+    )
+    long_id = long_job.out.split()[1]
+    cancelled = await tradepulse("cancel", long_id, env=env)
+    assert cancelled.code == 0, cancelled.err
+    assert long_id in cancelled.out
 
-        # Refusals, each one line naming the problem, no traceback.
-        bad_key, no_key, unknown, too_long, again = await asyncio.gather(
-            tradepulse("jobs", env=client_env(url, "not-a-key")),
-            # In a folder without a key saved by `tradepulse up`.
-            tradepulse("configs", env=client_env(url, None), cwd=tmp_path),
-            tradepulse("job", "job_nope", env=env),
-            tradepulse("train", *DATASET, "--n-iterations", "5", "--lookback", "999999", env=env),
-            tradepulse("cancel", job_id, env=env),
-        )
-        for refused in (bad_key, no_key, unknown, too_long, again):
-            assert refused.one_error_line, refused
-        assert "refused the API key" in bad_key.err
-        assert "no API key" in no_key.err
-        assert "job job_nope not found" in unknown.err
-        assert "lookback_candles" in too_long.err
-        assert "HTTP 422" in too_long.err
-        assert "already completed" in again.err
+    async def long_status() -> str:
+        status: str = (await tradepulse("job", long_id, "--json", env=env)).json()["status"]
+        return status
+
+    await wait_until(
+        long_status,
+        within=20,
+        interval=0.3,
+        message=f"job {long_id} cancelled",
+        until=lambda status: status == "cancelled",
+    )
+
+    # Refusals, each one line naming the problem, no traceback.
+    bad_key, no_key, unknown, too_long, again = await asyncio.gather(
+        tradepulse("jobs", env=client_env(url, "not-a-key")),
+        # In a folder without a key saved by `tradepulse up`.
+        tradepulse("configs", env=client_env(url, None), cwd=tmp_path),
+        tradepulse("job", "job_nope", env=env),
+        tradepulse("train", *dataset, "--n-iterations", "5", "--lookback", "999999", env=env),
+        tradepulse("cancel", job_id, env=env),
+    )
+    for refused in (bad_key, no_key, unknown, too_long, again):
+        assert refused.one_error_line, refused
+    assert "refused the API key" in bad_key.err
+    assert "no API key" in no_key.err
+    assert "job job_nope not found" in unknown.err
+    assert "lookback_candles" in too_long.err
+    assert "HTTP 422" in too_long.err
+    assert "already completed" in again.err
 
 
 async def test_with_the_gateway_down_every_command_says_so_in_one_line(tmp_path: Path) -> None:

@@ -10,16 +10,15 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Env
-from tests.integration.flows import excerpt, running_system
+from tests.integration.flows import excerpt
 from tests.support.browser import Console, chromium, chromium_missing, enter_key
 
-from .conftest import running_gateway, upload_candles, wait_job
+from .conftest import SharedSystem, wait_job
 from .test_api import config_of
+from .test_bad_requests import jetstream_counts
 
 pytestmark = pytest.mark.skipif(chromium_missing() is not None, reason=str(chromium_missing()))
 
-MARKET = {"exchange": "binanceus", "symbol": "BTC/USDT", "timeframe": "5m"}
 TIMEOUT_MS = 120_000
 
 
@@ -45,24 +44,19 @@ async def background_pixels(page: Any, selector: str) -> int:
 
 
 async def test_a_user_starts_a_job_and_reads_its_configuration(
-    env: Env, tmp_path: Path, shared_candles_path: Path
+    shared_system: SharedSystem, tmp_path: Path, shared_candles_path: Path
 ) -> None:
     data = excerpt(shared_candles_path, 6_000, tmp_path / "btc_5m.csv")
     console = Console()
-    async with (
-        running_system(
-            tmp_path, env.names, trainers=1, nats_url=env.nats_url, database_url=env.database_url
-        ),
-        running_gateway(tmp_path, env.names, env.nats_url) as gateway,
-        gateway.client() as client,
-        chromium() as browser,
-    ):
-        await upload_candles(client, data)
+    gateway = shared_system.gateway
+    async with gateway.client() as client, chromium() as browser:
+        await shared_system.upload(client, data)
         page = await browser.new_page(viewport={"width": 1400, "height": 1000})
         console.watch(page)
         page.set_default_timeout(TIMEOUT_MS)
         await page.goto(f"{gateway.url}/#/jobs")
         await enter_key(page, gateway.key)
+        await page.fill("#f-symbol", shared_system.symbol)
         await page.fill("#f-n_iterations", "40")
         await page.fill("#f-lookback_candles", "4000")
         await page.click("#start-submit")
@@ -155,19 +149,14 @@ async def test_a_user_starts_a_job_and_reads_its_configuration(
 
 
 async def test_the_form_shows_the_apis_reasons_and_a_wrong_key_brings_the_prompt(
-    env: Env, tmp_path: Path, shared_candles_path: Path
+    shared_system: SharedSystem, tmp_path: Path, shared_candles_path: Path
 ) -> None:
     data = excerpt(shared_candles_path, 3_000, tmp_path / "btc_5m.csv")
     console = Console()
-    async with (
-        running_system(
-            tmp_path, env.names, trainers=1, nats_url=env.nats_url, database_url=env.database_url
-        ),
-        running_gateway(tmp_path, env.names, env.nats_url) as gateway,
-        gateway.client() as client,
-        chromium() as browser,
-    ):
-        await upload_candles(client, data)
+    env, gateway = shared_system.env, shared_system.gateway
+    async with gateway.client() as client, chromium() as browser:
+        await shared_system.upload(client, data)
+        before = await jetstream_counts(env.nats_url, env.names)
         page = await browser.new_page()
         console.watch(page)
         page.set_default_timeout(30_000)
@@ -204,9 +193,8 @@ async def test_the_form_shows_the_apis_reasons_and_a_wrong_key_brings_the_prompt
             beside = page.locator(f"[data-error-for='{problem['field']}']")
             assert (await beside.text_content()) == problem["reason"]
 
-        # No job was started by the refused form.
-        listed = (await client.get("/api/v2/training/jobs")).json()
-        assert listed["total"] == 0
+        # No job was started, nothing imported, by the refused forms: nothing was published.
+        assert await jetstream_counts(env.nats_url, env.names) == before
 
         # The dashboard's own responses carry the security headers.
         home = await client.get("/")
@@ -227,47 +215,42 @@ async def test_the_form_shows_the_apis_reasons_and_a_wrong_key_brings_the_prompt
 
 
 async def test_the_chart_endpoints_follow_the_apis_rules(
-    env: Env, tmp_path: Path, shared_candles_path: Path
+    shared_system: SharedSystem, tmp_path: Path, shared_candles_path: Path
 ) -> None:
     data = excerpt(shared_candles_path, 3_000, tmp_path / "btc_5m.csv")
-    async with (
-        running_system(
-            tmp_path, env.names, trainers=1, nats_url=env.nats_url, database_url=env.database_url
-        ),
-        running_gateway(tmp_path, env.names, env.nats_url) as gateway,
-        gateway.client() as client,
-        gateway.client(authorized=False) as anonymous,
-    ):
-        await upload_candles(client, data)
-        first = await client.get("/api/v2/data/candles", params={**MARKET, "limit": 1000})
+    market = shared_system.market
+    gateway = shared_system.gateway
+    async with gateway.client() as client, gateway.client(authorized=False) as anonymous:
+        await shared_system.upload(client, data)
+        first = await client.get("/api/v2/data/candles", params={**market, "limit": 1000})
         assert first.status_code == 200, first.text
         page = first.json()
         assert page["count"] == 1000
         assert page["time"] == sorted(page["time"])
         second = await client.get(
-            "/api/v2/data/candles", params={**MARKET, "start": page["next_start"]}
+            "/api/v2/data/candles", params={**market, "start": page["next_start"]}
         )
         rest = second.json()
         assert rest["time"][0] == page["time"][-1] + 300_000
         assert page["count"] + rest["count"] == 3_000
         assert rest["next_start"] is None
 
-        gaps = await client.get("/api/v2/data/gaps", params=MARKET)
+        gaps = await client.get("/api/v2/data/gaps", params=market)
         assert gaps.status_code == 200, gaps.text
         assert gaps.json()["total"] == 0  # the shared file's first rows have none
 
         cases: list[tuple[str, dict[str, Any], int, str | None]] = [
-            ("/api/v2/data/gaps", {**MARKET, "symbol": "ETH/USDT"}, 404, None),
+            ("/api/v2/data/gaps", {**market, "symbol": "ETH/USDT"}, 404, None),
             ("/api/v2/data/gaps", {"exchange": "binanceus"}, 422, "symbol"),
-            ("/api/v2/data/candles", {**MARKET, "limit": 5001}, 422, "limit"),
-            ("/api/v2/data/candles", {**MARKET, "start": "yesterday"}, 422, "start"),
+            ("/api/v2/data/candles", {**market, "limit": 5001}, 422, "limit"),
+            ("/api/v2/data/candles", {**market, "start": "yesterday"}, 422, "start"),
             (
                 "/api/v2/data/candles",
-                {**MARKET, "start": "2024-02-01", "end": "2024-01-01"},
+                {**market, "start": "2024-02-01", "end": "2024-01-01"},
                 422,
                 "end",
             ),
-            ("/api/v2/data/candles", {**MARKET, "symbol": "ETH/USDT"}, 404, None),
+            ("/api/v2/data/candles", {**market, "symbol": "ETH/USDT"}, 404, None),
             ("/api/v2/data/candles", {"exchange": "binanceus"}, 422, "symbol"),
             ("/api/v2/configs/nope/backtest", {}, 404, None),
             ("/api/v2/configs/..%2F/backtest", {}, 404, None),
@@ -282,13 +265,13 @@ async def test_the_chart_endpoints_follow_the_apis_rules(
             if field is not None:
                 assert field in {e["field"] for e in body["errors"]}, body
         for path in ("/api/v2/data/candles", "/api/v2/data/gaps", "/api/v2/configs/x/backtest"):
-            refused = await anonymous.get(path, params=MARKET)
+            refused = await anonymous.get(path, params=market)
             assert refused.status_code == 401
             assert refused.headers["www-authenticate"].startswith("Bearer")
 
 
 async def test_a_walk_forward_jobs_page_draws_its_folds_stitched_equity_and_degradation(
-    env: Env, tmp_path: Path, shared_candles_path: Path
+    shared_system: SharedSystem, tmp_path: Path, shared_candles_path: Path
 ) -> None:
     """A live walk-forward job (2 folds of 12 trials over 3,000 candles, then the final
     optimization): the job page draws its folds on the time axis, each fold's in- and
@@ -296,7 +279,7 @@ async def test_a_walk_forward_jobs_page_draws_its_folds_stitched_equity_and_degr
     report's) and the degradation scatter with the report's points."""
     data = excerpt(shared_candles_path, 6_000, tmp_path / "btc_5m.csv")
     payload = {
-        **MARKET,
+        **shared_system.market,
         "strategy": "LIQUIDITY_SWEEP",
         "regime": "any",
         "optimizer": "random",
@@ -306,16 +289,13 @@ async def test_a_walk_forward_jobs_page_draws_its_folds_stitched_equity_and_degr
         "walk_forward": {"folds": 2, "is_oos_ratio": 2},
     }
     console = Console()
+    gateway = shared_system.gateway
     async with (
-        running_system(
-            tmp_path, env.names, trainers=1, nats_url=env.nats_url, database_url=env.database_url
-        ),
-        running_gateway(tmp_path, env.names, env.nats_url) as gateway,
         gateway.client() as client,
         gateway.client(authorized=False) as anonymous,
         chromium() as browser,
     ):
-        await upload_candles(client, data)
+        await shared_system.upload(client, data)
         started = await client.post("/api/v2/training/start", json=payload)
         assert started.status_code == 202, started.text
         job_id = started.json()["job_id"]
@@ -326,12 +306,13 @@ async def test_a_walk_forward_jobs_page_draws_its_folds_stitched_equity_and_degr
         points = pbo["degradation"]["points"]
         assert pbo["sets"] == 12_870
         assert len(points["is_performance"]) == len(points["oos_performance"]) == 256
-        listed = (await client.get("/api/v2/training/jobs")).json()["jobs"]
+        mine = {"symbol": shared_system.symbol}
+        listed = (await client.get("/api/v2/training/jobs", params=mine)).json()["jobs"]
         assert [j["validation"]["pbo"]["degradation"]["points"] for j in listed] == [None]
         # The configuration keeps them too, and its list leaves them out like the jobs'.
         config = await config_of(client, job_id)
         assert config["validation"]["pbo"]["degradation"]["points"] == points
-        configs = (await client.get("/api/v2/configs")).json()["items"]
+        configs = (await client.get("/api/v2/configs", params=mine)).json()["items"]
         assert [c["validation"]["pbo"]["degradation"]["points"] for c in configs] == [None]
         assert configs[0]["walk_forward"]["final"]["validation"]["pbo"]["degradation"] == {
             **pbo["degradation"],

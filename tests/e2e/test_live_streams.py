@@ -18,11 +18,9 @@ from typing import Any
 
 import httpx
 
-from tests.integration.conftest import Env
-from tests.integration.flows import excerpt, running_system
-from tradepulse.common.contracts.training import PREDECESSOR_PAYLOAD
+from tests.integration.flows import excerpt
 
-from .conftest import running_gateway, upload_candles, wait_job
+from .conftest import SharedSystem, wait_job
 
 STREAMS = 500
 
@@ -48,20 +46,15 @@ async def follow(
 
 
 async def test_500_streams_of_one_job_all_open_and_see_the_same_end_once(
-    env: Env, tmp_path: Path, shared_candles_path: Path
+    shared_system: SharedSystem, tmp_path: Path, shared_candles_path: Path
 ) -> None:
     data = excerpt(shared_candles_path, 4_000, tmp_path / "btc_5m.csv")
-    async with (
-        running_system(
-            tmp_path, env.names, trainers=1, nats_url=env.nats_url, database_url=env.database_url
-        ),
-        running_gateway(tmp_path, env.names, env.nats_url) as gateway,
-        gateway.client() as client,
-    ):
-        await upload_candles(client, data)
+    gateway = shared_system.gateway
+    async with gateway.client() as client:
+        await shared_system.upload(client, data)
         reply = await client.post(
             "/api/v2/training/start",
-            json={**PREDECESSOR_PAYLOAD, "n_iterations": 600, "lookback_candles": 3000},
+            json=shared_system.payload(n_iterations=600, lookback_candles=3000),
         )
         assert reply.status_code == 202, reply.text
         job_id = reply.json()["job_id"]

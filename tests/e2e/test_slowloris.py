@@ -18,9 +18,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from tests.integration.conftest import Env
-from tests.integration.flows import running_system
 
-from .conftest import STOP_WITHIN_S, RunningGateway, free_port, wait_ready
+from .conftest import STOP_WITHIN_S, RunningGateway, SharedSystem, free_port, wait_ready
 
 HALF_OPEN = 2_000
 FD_LIMIT = 1_200
@@ -90,13 +89,11 @@ async def closed_by_server(reader: asyncio.StreamReader) -> None:
             pass
 
 
-async def test_half_open_connections_do_not_starve_keyed_clients(env: Env, tmp_path: Path) -> None:
-    async with (
-        running_system(
-            tmp_path, env.names, trainers=1, nats_url=env.nats_url, database_url=env.database_url
-        ),
-        limited_gateway(tmp_path, env) as gateway,
-    ):
+async def test_half_open_connections_do_not_starve_keyed_clients(
+    shared_system: SharedSystem, tmp_path: Path
+) -> None:
+    # The worker's shared services behind a gateway of the test's own, the one with the limit.
+    async with limited_gateway(tmp_path, shared_system.env) as gateway:
         port = int(gateway.url.rsplit(":", 1)[1])
         connections = []
         try:

@@ -11,27 +11,17 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import Env
-from tests.integration.flows import excerpt, running_system
+from tests.integration.flows import excerpt
 from tests.support.polling import wait_until
-from tradepulse.common.contracts.training import PREDECESSOR_PAYLOAD
 from tradepulse.quant import BacktestSettings, get_strategy, last_window, load_candles, run_backtest
 from tradepulse.quant.metrics import periods_per_year
 from tradepulse.quant.validation import deflated_sharpe, result_returns
 
-from .conftest import all_trials, running_gateway, upload_candles, wait_job
+from .conftest import SharedSystem, all_trials, wait_job
 from .test_api import config_of
 from .test_bad_requests import jetstream_counts
 
 ENSEMBLE = "/api/v2/training/ensemble"
-LISTED = {k: v for k, v in PREDECESSOR_PAYLOAD.items() if k != "seed"}
-
-
-@pytest.fixture(autouse=True)
-def quick_redelivery(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TRAINER_JOB_ACK_WAIT", "3")
-    monkeypatch.setenv("TRAINER_TRIAL_ACK_WAIT", "3")
-    monkeypatch.setenv("TRAINER_LEASE_SECONDS", "4")
 
 
 async def wait_ensemble(client: httpx.AsyncClient, ensemble_id: str) -> dict[str, Any]:
@@ -70,25 +60,14 @@ def selected_returns(data: Path, job: dict[str, Any], params: dict[str, Any]) ->
 
 
 async def test_the_report_agrees_with_the_listed_trials_and_the_core(
-    env: Env, tmp_path: Path, shared_candles_path: Path
+    shared_system: SharedSystem, tmp_path: Path, shared_candles_path: Path
 ) -> None:
     data = excerpt(shared_candles_path, 6_000, tmp_path / "btc_5m.csv")
-    async with (
-        running_system(
-            tmp_path, env.names, trainers=2, nats_url=env.nats_url, database_url=env.database_url
-        ),
-        running_gateway(tmp_path, env.names, env.nats_url) as gateway,
-        gateway.client() as client,
-    ):
-        await upload_candles(client, data)
-        payload = {
-            **PREDECESSOR_PAYLOAD,
-            "regime": "any",
-            "n_iterations": 60,
-            "lookback_candles": 4_000,
-            "min_trades": 3,
-            "pbo_blocks": 8,
-        }
+    async with shared_system.gateway.client() as client:
+        await shared_system.upload(client, data)
+        payload = shared_system.payload(
+            regime="any", n_iterations=60, lookback_candles=4_000, min_trades=3, pbo_blocks=8
+        )
         reply = await client.post("/api/v2/training/start", json=payload)
         assert reply.status_code == 202, reply.text
         job = await wait_job(client, reply.json()["job_id"])
@@ -135,27 +114,24 @@ async def test_the_report_agrees_with_the_listed_trials_and_the_core(
 
 
 async def test_configs_filter_and_sort_by_dsr_and_pbo_and_ensembles_converge_or_not(
-    env: Env, tmp_path: Path, shared_candles_path: Path
+    shared_system: SharedSystem, tmp_path: Path, shared_candles_path: Path
 ) -> None:
     data = excerpt(shared_candles_path, 4_000, tmp_path / "btc_5m.csv")
-    async with (
-        running_system(
-            tmp_path, env.names, trainers=2, nats_url=env.nats_url, database_url=env.database_url
-        ),
-        running_gateway(tmp_path, env.names, env.nats_url) as gateway,
-        gateway.client() as client,
-    ):
-        await upload_candles(client, data)
+    env = shared_system.env
+    market = {"symbol": shared_system.symbol}
+    unseeded = {k: v for k, v in shared_system.payload().items() if k != "seed"}
+    async with shared_system.gateway.client() as client:
+        await shared_system.upload(client, data)
         before = await jetstream_counts(env.nats_url, env.names)
         bad = [
-            ({**LISTED, "seeds": [1]}, "seeds"),
-            ({**PREDECESSOR_PAYLOAD, "n_seeds": 1}, "n_seeds"),
-            ({**LISTED, "seeds": [3, 4, 3]}, "body"),
-            ({**LISTED, "seeds": list(range(101))}, "seeds"),
-            ({**PREDECESSOR_PAYLOAD, "n_seeds": 101}, "n_seeds"),
-            ({**LISTED, "seeds": [1, 2], "max_dispersion": 0}, "max_dispersion"),
-            ({**LISTED, "seeds": [1, 2], "max_dispersion": 1.01}, "max_dispersion"),
-            ({**LISTED, "seeds": [1, 2], "pbo_blocks": 5}, "pbo_blocks"),
+            ({**unseeded, "seeds": [1]}, "seeds"),
+            (shared_system.payload(n_seeds=1), "n_seeds"),
+            ({**unseeded, "seeds": [3, 4, 3]}, "body"),
+            ({**unseeded, "seeds": list(range(101))}, "seeds"),
+            (shared_system.payload(n_seeds=101), "n_seeds"),
+            ({**unseeded, "seeds": [1, 2], "max_dispersion": 0}, "max_dispersion"),
+            ({**unseeded, "seeds": [1, 2], "max_dispersion": 1.01}, "max_dispersion"),
+            ({**unseeded, "seeds": [1, 2], "pbo_blocks": 5}, "pbo_blocks"),
         ]
         for body, field in bad:
             reply = await client.post(ENSEMBLE, json=body)
@@ -163,7 +139,7 @@ async def test_configs_filter_and_sort_by_dsr_and_pbo_and_ensembles_converge_or_
             assert field in [e["field"] for e in reply.json()["errors"]], reply.text
         for blocks in (0, 3, 18):
             reply = await client.post(
-                "/api/v2/training/start", json={**PREDECESSOR_PAYLOAD, "pbo_blocks": blocks}
+                "/api/v2/training/start", json=shared_system.payload(pbo_blocks=blocks)
             )
             assert reply.status_code == 422, reply.text
             assert [e["field"] for e in reply.json()["errors"]] == ["pbo_blocks"]
@@ -173,7 +149,7 @@ async def test_configs_filter_and_sort_by_dsr_and_pbo_and_ensembles_converge_or_
 
         reply = await client.post(
             ENSEMBLE,
-            json={**LISTED, "seeds": [42, 123, 456], "n_iterations": 24, "max_dispersion": 0.5},
+            json={**unseeded, "seeds": [42, 123, 456], "n_iterations": 24, "max_dispersion": 0.5},
         )
         assert reply.status_code == 202, reply.text
         accepted = reply.json()
@@ -208,13 +184,15 @@ async def test_configs_filter_and_sort_by_dsr_and_pbo_and_ensembles_converge_or_
         configs = [await config_of(client, j) for j in accepted["job_ids"]]
         dsrs = {c["config_id"]: c["validation"]["dsr"] for c in configs}
         assert all(d is not None for d in dsrs.values()), dsrs
-        listed = (await client.get("/api/v2/configs", params={"sort": "dsr"})).json()
+        listed = (await client.get("/api/v2/configs", params={**market, "sort": "dsr"})).json()
         ranked = [c["config_id"] for c in listed["items"]]
         assert ranked == sorted(dsrs, key=lambda c: (-dsrs[c], c))
         low = min(dsrs.values())
-        above = (await client.get("/api/v2/configs", params={"min_dsr": low, "max_pbo": 1})).json()
+        above = (
+            await client.get("/api/v2/configs", params={**market, "min_dsr": low, "max_pbo": 1})
+        ).json()
         assert {c["config_id"] for c in above["items"]} == set(dsrs)
-        none = (await client.get("/api/v2/configs", params={"max_pbo": -0.0})).json()
+        none = (await client.get("/api/v2/configs", params={**market, "max_pbo": -0.0})).json()
         pbos = [c["validation"]["pbo"]["pbo"] for c in configs]
         assert none["total"] == sum(1 for p in pbos if p <= 0.0)
         bad_filter = await client.get("/api/v2/configs", params={"min_dsr": 1.5})

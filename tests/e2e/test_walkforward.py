@@ -11,28 +11,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.integration.conftest import Env
-from tests.integration.flows import excerpt, running_system
-from tradepulse.common.contracts.training import PREDECESSOR_PAYLOAD
+from tests.integration.flows import excerpt
 from tradepulse.quant import BacktestSettings, get_strategy, load_candles, run_backtest
 from tradepulse.quant.metrics import periods_per_year
 from tradepulse.quant.walkforward import FoldTest, flat_fold, layout, stitch
 
-from .conftest import all_trials, running_gateway, upload_candles, wait_job
+from .conftest import SharedSystem, all_trials, wait_job
 from .test_api import config_of
 from .test_bad_requests import jetstream_counts
 
 TRADEPULSE = Path(sys.executable).parent / "tradepulse"
 N = 12
-
-
-@pytest.fixture(autouse=True)
-def quick_redelivery(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TRAINER_JOB_ACK_WAIT", "3")
-    monkeypatch.setenv("TRAINER_TRIAL_ACK_WAIT", "3")
-    monkeypatch.setenv("TRAINER_LEASE_SECONDS", "4")
 
 
 async def cli_backtest(data: Path, params: dict[str, Any], *argv: str) -> dict[str, Any]:
@@ -58,24 +47,18 @@ def span_args(span: dict[str, Any]) -> list[str]:
 
 
 async def test_a_walk_forward_job_over_http_agrees_with_the_cli_and_the_core(
-    env: Env, tmp_path: Path, shared_candles_path: Path
+    shared_system: SharedSystem, tmp_path: Path, shared_candles_path: Path
 ) -> None:
     data = excerpt(shared_candles_path, 6_000, tmp_path / "btc_5m.csv")
-    payload: dict[str, Any] = {
-        **PREDECESSOR_PAYLOAD,
-        "regime": "any",
-        "n_iterations": N,
-        "lookback_candles": 3_000,
-        "walk_forward": {"folds": 2, "is_oos_ratio": 2},
-    }
-    async with (
-        running_system(
-            tmp_path, env.names, trainers=2, nats_url=env.nats_url, database_url=env.database_url
-        ),
-        running_gateway(tmp_path, env.names, env.nats_url) as gateway,
-        gateway.client() as client,
-    ):
-        await upload_candles(client, data)
+    env = shared_system.env
+    payload = shared_system.payload(
+        regime="any",
+        n_iterations=N,
+        lookback_candles=3_000,
+        walk_forward={"folds": 2, "is_oos_ratio": 2},
+    )
+    async with shared_system.gateway.client() as client:
+        await shared_system.upload(client, data)
         before = await jetstream_counts(env.nats_url, env.names)
         refused: list[tuple[dict[str, Any], str]] = [
             ({"lookback_candles": 30, "walk_forward": {"folds": 20}}, "walk_forward.folds"),
@@ -104,7 +87,9 @@ async def test_a_walk_forward_job_over_http_agrees_with_the_cli_and_the_core(
         )
         assert fold_one.status_code == 200, fold_one.text
         trials = await all_trials(client, job["job_id"])
-        listed = await client.get("/api/v2/configs", params={"status": config["status"]})
+        listed = await client.get(
+            "/api/v2/configs", params={"status": config["status"], "symbol": shared_system.symbol}
+        )
         assert listed.status_code == 200, listed.text
 
     assert config["walk_forward"] == report

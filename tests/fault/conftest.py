@@ -5,7 +5,15 @@ from tests.integration.conftest import (
     env,
     names,
     quick_redelivery,
+    shared_with_candles,
     system_with_candles,
 )
 
-__all__ = ["database", "env", "names", "quick_redelivery", "system_with_candles"]
+__all__ = [
+    "database",
+    "env",
+    "names",
+    "quick_redelivery",
+    "shared_with_candles",
+    "system_with_candles",
+]

@@ -12,7 +12,7 @@ import pytest
 from tests.support.bus import wait_drained
 from tradepulse.common.contracts.training import CancelJob, CancelReply
 
-from .conftest import Env, SystemWithCandles
+from .conftest import Env, SharedWithCandles, SystemWithCandles
 from .flows import Client, excerpt, outcome, running_system
 from .flows import training_request as request
 
@@ -23,12 +23,14 @@ pytestmark = pytest.mark.usefixtures("quick_redelivery")
 
 
 async def test_a_job_on_the_shared_btc_data_matches_the_cli_backtest(
-    system_with_candles: SystemWithCandles, shared_candles_path: Path
+    shared_with_candles: SharedWithCandles, shared_candles_path: Path
 ) -> None:
-    async with system_with_candles(rows=None) as running:
+    async with shared_with_candles(rows=None) as running:
         client, ingested = running.client, running.ingested
         assert ingested.coverage.rows == 315_632
-        job = request(n_iterations=24, lookback_candles=10_000, min_trades=5)
+        job = request(
+            dataset=running.dataset, n_iterations=24, lookback_candles=10_000, min_trades=5
+        )
         await client.submit(job)
         view = await client.wait_job(job.job_id)
         assert view.status == "completed", view.error
@@ -66,7 +68,9 @@ async def test_same_seed_same_trials_other_seed_other_trials_any_replica_count(
     runs: dict[str, list[tuple[object, ...]]] = {}
     configs = {}
     reports = {}
-    for label, trainers, seed in (("a", 1, 12345), ("b", 1, 12345), ("c", 1, 123), ("d", 3, 12345)):
+    # a, b and c on one trainer, one after the other (b after a in the same process: nothing a
+    # left behind changes b); d on three fresh replicas, which must give a's trials.
+    for trainers, jobs in ((1, (("a", 12345), ("b", 12345), ("c", 123))), (3, (("d", 12345),))):
         async with (
             running_system(
                 tmp_path,
@@ -77,26 +81,27 @@ async def test_same_seed_same_trials_other_seed_other_trials_any_replica_count(
             ),
             Client.connect(env.nats_url, env.names) as client,
         ):
-            if label == "a":
-                await client.ingest_file(data)
-            job = request(optimizer="bayesian", n_iterations=32, seed=seed)
-            await client.submit(job)
-            view = await client.wait_job(job.job_id)
-            assert view.status == "completed", view.error
-            runs[label] = outcome(await client.trials(job.job_id))
-            configs[label] = await client.config_for_job(job.job_id)
-            reports[label] = view.validation
-            if label == "d":
-                replicas = {t.replica for t in await client.trials(job.job_id)}
-                assert len(replicas) >= 2, f"3 replicas should share the trials, got {replicas}"
-            if label in ("a", "d"):
-                # The other optimizers, on 1 replica and on 3.
-                for optimizer in ("random", "grid", "cmaes"):
-                    other = request(optimizer=optimizer, n_iterations=32, seed=seed)
-                    await client.submit(other)
-                    done = await client.wait_job(other.job_id)
-                    assert done.status == "completed", (optimizer, done.error)
-                    runs[f"{label}-{optimizer}"] = outcome(await client.trials(other.job_id))
+            for label, seed in jobs:
+                if label == "a":
+                    await client.ingest_file(data)
+                job = request(optimizer="bayesian", n_iterations=32, seed=seed)
+                await client.submit(job)
+                view = await client.wait_job(job.job_id)
+                assert view.status == "completed", view.error
+                runs[label] = outcome(await client.trials(job.job_id))
+                configs[label] = await client.config_for_job(job.job_id)
+                reports[label] = view.validation
+                if label == "d":
+                    replicas = {t.replica for t in await client.trials(job.job_id)}
+                    assert len(replicas) >= 2, f"3 replicas should share the trials: {replicas}"
+                if label in ("a", "d"):
+                    # The other optimizers, on 1 replica and on 3.
+                    for optimizer in ("random", "grid", "cmaes"):
+                        other = request(optimizer=optimizer, n_iterations=32, seed=seed)
+                        await client.submit(other)
+                        done = await client.wait_job(other.job_id)
+                        assert done.status == "completed", (optimizer, done.error)
+                        runs[f"{label}-{optimizer}"] = outcome(await client.trials(other.job_id))
     for optimizer in ("random", "grid", "cmaes"):
         assert runs[f"a-{optimizer}"] == runs[f"d-{optimizer}"], optimizer
     assert len(runs["a"]) == 32
@@ -117,31 +122,26 @@ async def test_same_seed_same_trials_other_seed_other_trials_any_replica_count(
 
 
 async def test_a_job_that_cannot_run_fails_with_a_reason(
-    env: Env, tmp_path: Path, shared_candles_path: Path
+    shared_with_candles: SharedWithCandles,
 ) -> None:
-    data = excerpt(shared_candles_path, 3_000, tmp_path / "btc.csv")
-    async with (
-        running_system(
-            tmp_path, env.names, trainers=1, nats_url=env.nats_url, database_url=env.database_url
-        ),
-        Client.connect(env.nats_url, env.names) as client,
-    ):
+    async with shared_with_candles(rows=3_000) as running:
+        client, dataset = running.client, running.dataset
         no_data = request(dataset={"exchange": "kraken", "symbol": "ETH/USD", "timeframe": "1h"})
         await client.submit(no_data)
         failed = await client.wait_job(no_data.job_id)
         assert failed.status == "failed"
         assert failed.error == "no candles for kraken ETH/USD 1h: ingest them first"
 
-        await client.ingest_file(data)
-        too_long = request(lookback_candles=50_000)
+        too_long = request(dataset=dataset, lookback_candles=50_000)
         await client.submit(too_long)
         failed = await client.wait_job(too_long.job_id)
         assert failed.status == "failed"
         assert failed.error == (
-            "binance BTC/USDT 5m: asked for the last 50000 candles but the history has only 3000"
+            f"binance {dataset.symbol} 5m: asked for the last 50000 candles but the history has "
+            "only 3000"
         )
 
-        nothing = request(n_iterations=8, lookback_candles=2000, min_trades=10**6)
+        nothing = request(dataset=dataset, n_iterations=8, lookback_candles=2000, min_trades=10**6)
         await client.submit(nothing)
         failed = await client.wait_job(nothing.job_id)
         assert failed.status == "failed"
@@ -150,12 +150,11 @@ async def test_a_job_that_cannot_run_fails_with_a_reason(
 
 
 async def test_cancel_stops_a_running_job_within_a_second(
-    system_with_candles: SystemWithCandles,
+    shared_with_candles: SharedWithCandles,
 ) -> None:
-
-    async with system_with_candles(rows=8_000, trainers=2) as running:
+    async with shared_with_candles(rows=8_000) as running:
         client = running.client
-        job = request(n_iterations=100_000, batch_size=16)
+        job = request(dataset=running.dataset, n_iterations=100_000, batch_size=16)
         await client.submit(job)
         await client.wait_job(job.job_id, statuses=("running",))
         await client.wait_trials_done(job.job_id, 32)
