@@ -270,6 +270,7 @@ async def test_a_configuration_shows_its_gates_and_walk_forward_record() -> None
         await page.route(f"{ORIGIN}/**", answer)
         await page.add_init_script("sessionStorage.setItem('tradepulse.apiKey', 'k')")
         await page.goto(f"{ORIGIN}/#/config/cfg_wf")
+        await page.locator("#gates tbody tr").nth(1).wait_for()
         gates = await page.locator("#gates tbody tr").all_text_contents()
         assert len(gates) == 2
         assert "wfe" in gates[0]
@@ -277,6 +278,7 @@ async def test_a_configuration_shows_its_gates_and_walk_forward_record() -> None
         assert "fail" in gates[1]
         await page.locator("#walk-forward #fold-table").wait_for()
         await page.wait_for_function("() => window.__tp.charts['fold-sharpe']")
+        await page.locator("#status-history tbody tr").nth(1).wait_for()
         history = await page.locator("#status-history tbody tr").all_text_contents()
         assert len(history) == 2
         await page.wait_for_function("() => window.__tp.charts.equity")
