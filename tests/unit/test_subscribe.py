@@ -14,12 +14,14 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import nats.errors
+import nats.js.errors
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from structlog.testing import capture_logs
 
+from tradepulse.common.bus import while_transient
 from tradepulse.common.contracts.base import (
     INVALID_REQUEST,
     NOT_FOUND,
@@ -147,12 +149,17 @@ class FakeSubscription:
 
 
 class FakeJs:
-    def __init__(self, sub: FakeSubscription) -> None:
+    """`pull_subscribe` raises each of `failures` in turn, then subscribes."""
+
+    def __init__(self, sub: FakeSubscription, failures: list[Exception] | None = None) -> None:
         self.sub = sub
         self.configs: list[Any] = []
+        self.failures = list(failures or [])
 
     async def pull_subscribe(self, subject: str, **kwargs: Any) -> FakeSubscription:
         self.configs.append(kwargs["config"])
+        if self.failures:
+            raise self.failures.pop(0)
         return self.sub
 
 
@@ -291,6 +298,40 @@ async def test_a_consumer_spec_configures_its_durable_and_its_pending_limit() ->
     )
     default = ConsumerSpec(name="t", stream="S", subject="s.x", durable="d", policy=POLICY)
     assert default.config().max_ack_pending is None, "the server's default"
+
+
+async def test_a_cluster_electing_its_leader_is_waited_for_at_subscription() -> None:
+    # Seen on a 3-node cluster: a trainer started as a stream was being created crashed on
+    # the consumer lookup's timeout and never answered a ping.
+    js = FakeJs(
+        FakeSubscription([]),
+        [nats.errors.TimeoutError(), nats.js.errors.ServiceUnavailableError()],
+    )
+    spec = ConsumerSpec(name="t", stream="S", subject="s.x", durable="d", policy=POLICY)
+    sub = await pull_subscription(cast(JetStreamContext, js), spec)
+    assert cast(object, sub) is js.sub
+    assert len(js.configs) == 3
+
+
+async def test_jetstream_silent_past_the_wait_is_a_connection_error_naming_the_call() -> None:
+    async def silent() -> None:
+        raise nats.errors.TimeoutError
+
+    with pytest.raises(ConnectionError, match="the consumer d within 0 s"):
+        await while_transient(silent, "the consumer d", within=0)
+
+
+async def test_a_refusal_is_not_retried() -> None:
+    calls = 0
+
+    async def refused() -> None:
+        nonlocal calls
+        calls += 1
+        raise nats.js.errors.NotFoundError
+
+    with pytest.raises(nats.js.errors.NotFoundError):
+        await while_transient(refused, "the stream info")
+    assert calls == 1
 
 
 async def test_an_idle_consumer_logs_nothing() -> None:

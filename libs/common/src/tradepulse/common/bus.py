@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import nats
+import nats.errors
+import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -23,8 +25,22 @@ from tradepulse.common.contracts.base import Message
 from tradepulse.common.contracts.subjects import Names
 from tradepulse.common.logging import get_logger
 
+log = get_logger(__name__)
+
 DUPLICATE_WINDOW_S = 120.0
 EVENTS_MAX_AGE_S = 7 * 24 * 3600.0
+# How long a service's start-up waits for JetStream's API: a cluster that has just lost a
+# node, or is still electing a stream's leader, answers nothing for a few seconds.
+SETUP_WAIT_S = 60.0
+
+T = TypeVar("T")
+
+# JetStream API answers that mean "not now" rather than "no".
+TRANSIENT_API_ERRORS: tuple[type[Exception], ...] = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.js.errors.ServiceUnavailableError,
+)
 
 
 class ConnectionLog:
@@ -130,8 +146,34 @@ def stream_configs(names: Names, replicas: int = 1) -> list[StreamConfig]:
     ]
 
 
+async def while_transient(
+    call: Callable[[], Awaitable[T]], what: str, within: float = SETUP_WAIT_S
+) -> T:
+    """`call()` again while JetStream's API answers with a transient error, for `within`
+    seconds; then `ConnectionError` naming `what`."""
+    deadline = asyncio.get_running_loop().time() + within
+    attempt = 0
+    while True:
+        try:
+            return await call()
+        except TRANSIENT_API_ERRORS as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                raise ConnectionError(
+                    f"JetStream did not answer {what} within {within:.0f} s ({type(exc).__name__});"
+                    " check that NATS runs with JetStream and that its cluster has a leader"
+                ) from exc
+            log.warning("jetstream_busy", what=what, error=type(exc).__name__, attempt=attempt)
+            await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
+            attempt += 1
+
+
 async def ensure_streams(js: JetStreamContext, names: Names, replicas: int = 1) -> None:
-    """Create the streams and the buckets; safe to run from several replicas at once."""
+    """Create the streams and the buckets; safe to run from several replicas at once, and
+    patient with a cluster that is electing leaders (`while_transient`)."""
+    await while_transient(lambda: _ensure_streams(js, names, replicas), "the stream set-up")
+
+
+async def _ensure_streams(js: JetStreamContext, names: Names, replicas: int) -> None:
     for config in stream_configs(names, replicas):
         try:
             await js.add_stream(config)

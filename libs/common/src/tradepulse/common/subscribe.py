@@ -39,6 +39,7 @@ from nats.js import JetStreamContext, api
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import ValidationError
 
+from tradepulse.common.bus import while_transient
 from tradepulse.common.contracts.base import (
     INVALID_REQUEST,
     NOT_FOUND,
@@ -224,18 +225,23 @@ async def pull_subscription(
     js: JetStreamContext, spec: ConsumerSpec
 ) -> JetStreamContext.PullSubscription:
     """Create (or find) the durable consumer of `spec` and subscribe to it. A durable that
-    exists keeps the configuration it was created with."""
-    for attempt in range(20):
-        try:
-            return await js.pull_subscribe(
-                spec.subject, durable=spec.durable, stream=spec.stream, config=spec.config()
-            )
-        except nats.js.errors.BadRequestError:
-            # Another replica created the same durable consumer at the same moment.
-            await asyncio.sleep(0.1 * (attempt + 1))
-    return await js.pull_subscribe(
-        spec.subject, durable=spec.durable, stream=spec.stream, config=spec.config()
-    )
+    exists keeps the configuration it was created with. Waits out a cluster electing the
+    stream's leader (`while_transient`)."""
+
+    async def subscribe() -> JetStreamContext.PullSubscription:
+        for attempt in range(20):
+            try:
+                return await js.pull_subscribe(
+                    spec.subject, durable=spec.durable, stream=spec.stream, config=spec.config()
+                )
+            except nats.js.errors.BadRequestError:
+                # Another replica created the same durable consumer at the same moment.
+                await asyncio.sleep(0.1 * (attempt + 1))
+        return await js.pull_subscribe(
+            spec.subject, durable=spec.durable, stream=spec.stream, config=spec.config()
+        )
+
+    return await while_transient(subscribe, f"the consumer {spec.durable}")
 
 
 class Consumer(Generic[M]):
