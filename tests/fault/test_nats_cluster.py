@@ -9,12 +9,13 @@ the host end of the pair) only over that link, so "cut off the network" is `ip l
 <host end> down`: its packets go nowhere, its connections are not closed, and it notices
 only by timeouts, as on a real host.
 
-Faults, each during a job of a few thousand random trials, compared with the same job run
-undisturbed: (a) kill -9 the node that leads the trial-work stream (JetStream stream info,
-`cluster.leader`); (b) trainer B's link down for 20 s, then up. Each time the job ends with
-the same trials, best and configuration, nothing lost or stored twice, and a job submitted
-during the fault (published and acknowledged: what the gateway answers 202 for) still runs.
-The longest time without a new trial while the fault lasted is printed as the stall.
+Faults, each during a job of several thousand random trials (as many as this machine runs in
+a minute, see `job_size`), compared with the same job run undisturbed: (a) kill -9 the node
+that leads the trial-work stream (JetStream stream info, `cluster.leader`); (b) trainer B's
+link down for 20 s, then up. Each time the job ends with the same trials, best and
+configuration, nothing lost or stored twice, and a job submitted during the fault (published
+and acknowledged: what the gateway answers 202 for) still runs. The longest time without a new
+trial while the fault lasted is printed as the stall.
 """
 
 from __future__ import annotations
@@ -44,10 +45,15 @@ from ..integration.conftest import Env
 from ..integration.flows import Client, excerpt, outcome, running_system, training_request
 
 NATS_SERVER = Path(sys.executable).with_name("nats-server")
-# Large enough that the job is still running when a trainer cut off for CUT_SECONDS comes
-# back, even when the other trainer runs alone on a quiet machine (8,000 once finished first).
-N_TRIALS = 24_000
 CUT_SECONDS = 20.0
+# The job's size: as many trials as the two trainers run in JOB_SECONDS at the pace of a short
+# job measured first, within these bounds. The job must still be running when a trainer cut
+# off for CUT_SECONDS comes back, while the other runs alone at half that pace (on a quiet
+# fast machine 24,000 trials were 73 % done then; 8,000 once finished first), and a slow or
+# busy machine should not spend minutes on trials the faults do not need.
+JOB_SECONDS = 60.0
+MIN_TRIALS, MAX_TRIALS = 8_000, 24_000
+PACE_TRIALS = 2_000
 
 pytestmark = [
     pytest.mark.usefixtures("quick_redelivery"),
@@ -276,10 +282,11 @@ async def run_with_fault(
     fault: Callable[[], Awaitable[None]],
     heal: Callable[[], Awaitable[None]],
     what: str,
+    n_trials: int,
 ) -> None:
     """The calm job again with `fault` once 300 trials are in and `heal` after it; plus a
     job submitted while the fault lasts. Prints the longest gap between new trials."""
-    hit = job()
+    hit = job(n_iterations=n_trials)
     await client.submit(hit)
     await client.wait_trials_done(hit.job_id, 300, within=120)
     progress: list[tuple[float, int]] = []
@@ -344,11 +351,23 @@ def job(**fields: object) -> TrainingRequested:
     base: dict[str, object] = {
         "lookback_candles": 6000,
         "optimizer": "random",
-        "n_iterations": N_TRIALS,
         "batch_size": 32,
         "seed": 777,
     }
     return training_request(**{**base, **fields})
+
+
+async def job_size(client: Client) -> int:
+    """Trials for JOB_SECONDS at the pace of a PACE_TRIALS job run now, rounded to 1,000."""
+    pace = job(n_iterations=PACE_TRIALS, seed=778)
+    started = time.monotonic()
+    await client.submit(pace)
+    done = await client.wait_job(pace.job_id, within=240)
+    assert done.status == "completed", done.error
+    per_second = PACE_TRIALS / (time.monotonic() - started)
+    size = min(MAX_TRIALS, max(MIN_TRIALS, round(per_second * JOB_SECONDS, -3)))
+    print(f"\n{per_second:.0f} trials/s with both trainers: jobs of {size} trials")
+    return int(size)
 
 
 async def trials_by_replica(database_url: str, job_id: str) -> dict[str, int]:
@@ -416,7 +435,8 @@ async def test_a_cluster_that_loses_a_node_or_a_trainer_changes_no_trial(
                     )
                     await wait_replicas(client, "trainer", {"trainer-a", "trainer-b"}, 120)
                     await client.ingest_file(data)
-                    calm_job = job()
+                    n_trials = await job_size(client)
+                    calm_job = job(n_iterations=n_trials)
                     await client.submit(calm_job)
                     done = await client.wait_job(calm_job.job_id, within=240)
                     assert done.status == "completed", done.error
@@ -425,7 +445,7 @@ async def test_a_cluster_that_loses_a_node_or_a_trainer_changes_no_trial(
                     shares = await trials_by_replica(env.database_url, calm_job.job_id)
                     print(f"\ncalm run, trials per trainer: {shares}")
                     assert set(shares) == {"trainer-a", "trainer-b"}, shares
-                    assert len(calm) == N_TRIALS
+                    assert len(calm) == n_trials
                     c = await client.config_for_job(calm_job.job_id, within=60)
                     calm_config = (c.params, c.fingerprint, c.metrics)
 
@@ -445,7 +465,13 @@ async def test_a_cluster_that_loses_a_node_or_a_trainer_changes_no_trial(
                     # The test's client is on node 1: it must survive node 1's death too,
                     # which nats-py does by reconnecting to a node the cluster told it of.
                     await run_with_fault(
-                        client, calm, calm_config, kill_leader, restart_killed, "leader killed"
+                        client,
+                        calm,
+                        calm_config,
+                        kill_leader,
+                        restart_killed,
+                        "leader killed",
+                        n_trials,
                     )
 
                     # (b) trainer B's link down for 20 s, then up.
@@ -456,8 +482,11 @@ async def test_a_cluster_that_loses_a_node_or_a_trainer_changes_no_trial(
                         await asyncio.sleep(CUT_SECONDS)
                         ns.up()
 
-                    await run_with_fault(client, calm, calm_config, cut, mend, "trainer cut off")
+                    await run_with_fault(
+                        client, calm, calm_config, cut, mend, "trainer cut off", n_trials
+                    )
                     stored = await stored_per_job(env.database_url)
-                    assert sorted(stored.values()) == [200, 200] + [N_TRIALS] * 3, stored
+                    expected = sorted([PACE_TRIALS, 200, 200] + [n_trials] * 3)
+                    assert sorted(stored.values()) == expected, stored
                 finally:
                     await trainers.stop()
