@@ -41,6 +41,11 @@ TRANSIENT_API_ERRORS: tuple[type[Exception], ...] = (
     nats.errors.NoRespondersError,
     nats.js.errors.ServiceUnavailableError,
 )
+# A publish also outlives a connection closed under it: nats-py reconnects and it goes again.
+PUBLISH_RETRIED: tuple[type[Exception], ...] = (
+    *TRANSIENT_API_ERRORS,
+    nats.errors.ConnectionClosedError,
+)
 
 
 class ConnectionLog:
@@ -208,12 +213,7 @@ async def publish(
     for attempt in range(attempts):
         try:
             return await js.publish(subject, data, timeout=publish_timeout, headers=headers)
-        except (
-            nats.errors.TimeoutError,
-            nats.errors.NoRespondersError,
-            nats.errors.ConnectionClosedError,
-            nats.js.errors.ServiceUnavailableError,
-        ) as exc:
+        except PUBLISH_RETRIED as exc:
             last = exc
             await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
     raise ConnectionError(f"could not publish to {subject}: {last}")
