@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,8 +19,9 @@ from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
+from tests.support.polling import wait_until
 from tradepulse.common import subscribe
-from tradepulse.common.bus import connect, ensure_streams, publish
+from tradepulse.common.bus import connect, ensure_streams, publish, while_transient
 from tradepulse.common.contracts.base import INVALID_REQUEST, NOT_FOUND, UNAVAILABLE, ErrorReply
 from tradepulse.common.contracts.market import CoverageQuery, CoverageReply, GetIngest
 from tradepulse.common.contracts.subjects import Names
@@ -136,8 +139,73 @@ async def test_streams_are_created_idempotently_and_publishes_are_deduplicated(
         await nc.close()
 
 
+NATS_SERVER = Path(sys.executable).with_name("nats-server")
+
+
+async def nats_server(port: int, *args: str) -> asyncio.subprocess.Process:
+    """A nats-server on `port`, once it accepts connections."""
+    process = await asyncio.create_subprocess_exec(
+        str(NATS_SERVER),
+        "--addr",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *args,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await wait_until(lambda: _accepts(port), within=10, message=f"nats-server on {port}")
+    return process
+
+
+async def _accepts(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    return True
+
+
+async def stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
+
+
+@pytest.mark.skipif(not NATS_SERVER.is_file(), reason="no nats-server in the venv")
+async def test_set_up_waits_for_jetstream_and_gives_up_naming_what_it_waited_for(
+    names: Names, tmp_path: Path
+) -> None:
+    """A real nats-server first without JetStream (its API answers 503, as a cluster does
+    while it elects), then restarted with it on the same port: the set-up waits it out."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = await nats_server(port)
+    try:
+        nc = await connect(f"nats://127.0.0.1:{port}", "test")
+        try:
+            js = nc.jetstream()
+            with pytest.raises(ConnectionError, match="the account within 1 s"):
+                await while_transient(js.account_info, "the account", within=1)
+            with capture_logs() as logs:
+                set_up = asyncio.create_task(ensure_streams(js, names))
+                await asyncio.sleep(1.0)
+                assert not set_up.done()
+                await stop(server)
+                server = await nats_server(port, "--jetstream", "--store_dir", str(tmp_path))
+                await asyncio.wait_for(set_up, 30)
+            assert any(e["event"] == "jetstream_busy" for e in logs)
+            info = await js.stream_info(names.trials_stream)
+            assert info.config.name == names.trials_stream
+        finally:
+            await nc.close()
+    finally:
+        await stop(server)
+
+
 async def test_connect_gives_up_with_a_clear_error_when_nats_is_unreachable() -> None:
-    import socket
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
