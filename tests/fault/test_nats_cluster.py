@@ -282,11 +282,11 @@ async def run_with_fault(
     fault: Callable[[], Awaitable[None]],
     heal: Callable[[], Awaitable[None]],
     what: str,
-    n_trials: int,
 ) -> None:
-    """The calm job again with `fault` once 300 trials are in and `heal` after it; plus a
-    job submitted while the fault lasts. Prints the longest gap between new trials."""
-    hit = job(n_iterations=n_trials)
+    """The calm job (of `len(calm)` trials) again with `fault` once 300 trials are in and
+    `heal` after it; plus a job submitted while the fault lasts. Prints the longest gap
+    between new trials."""
+    hit = job(n_iterations=len(calm))
     await client.submit(hit)
     await client.wait_trials_done(hit.job_id, 300, within=120)
     progress: list[tuple[float, int]] = []
@@ -465,13 +465,7 @@ async def test_a_cluster_that_loses_a_node_or_a_trainer_changes_no_trial(
                     # The test's client is on node 1: it must survive node 1's death too,
                     # which nats-py does by reconnecting to a node the cluster told it of.
                     await run_with_fault(
-                        client,
-                        calm,
-                        calm_config,
-                        kill_leader,
-                        restart_killed,
-                        "leader killed",
-                        n_trials,
+                        client, calm, calm_config, kill_leader, restart_killed, "leader killed"
                     )
 
                     # (b) trainer B's link down for 20 s, then up.
@@ -482,9 +476,7 @@ async def test_a_cluster_that_loses_a_node_or_a_trainer_changes_no_trial(
                         await asyncio.sleep(CUT_SECONDS)
                         ns.up()
 
-                    await run_with_fault(
-                        client, calm, calm_config, cut, mend, "trainer cut off", n_trials
-                    )
+                    await run_with_fault(client, calm, calm_config, cut, mend, "trainer cut off")
                     stored = await stored_per_job(env.database_url)
                     expected = sorted([PACE_TRIALS, 200, 200] + [n_trials] * 3)
                     assert sorted(stored.values()) == expected, stored
