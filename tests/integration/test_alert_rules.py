@@ -102,3 +102,13 @@ def test_rules_read_only_metrics_the_services_define() -> None:
         assert names, rule
         unknown = names - exposed - recorded
         assert not unknown, f"{rule.get('alert') or rule['record']} reads {sorted(unknown)}"
+
+
+def test_unit_tests_evaluate_recording_rules_before_the_alerts_that_read_them() -> None:
+    groups = [group for path in RULES for group in yaml.safe_load(path.read_text())["groups"]]
+    recording = [g["name"] for g in groups if any("record" in rule for rule in g["rules"])]
+    alerting = [g["name"] for g in groups if any("alert" in rule for rule in g["rules"])]
+    for path in TESTS:
+        order = yaml.safe_load(path.read_text()).get("group_eval_order", [])
+        assert set(order) == {g["name"] for g in groups}, f"{path.name}: group_eval_order"
+        assert max(map(order.index, recording)) < min(map(order.index, alerting)), order
