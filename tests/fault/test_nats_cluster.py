@@ -37,6 +37,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from tradepulse.cli.embedded import nats_binary
 from tradepulse.common.bus import connect, ensure_streams
 from tradepulse.common.contracts.subjects import Names
 from tradepulse.common.contracts.training import TrainingRequested
@@ -44,7 +45,6 @@ from tradepulse.common.contracts.training import TrainingRequested
 from ..integration.conftest import Env
 from ..integration.flows import Client, excerpt, outcome, running_system, training_request
 
-NATS_SERVER = Path(sys.executable).with_name("nats-server")
 CUT_SECONDS = 20.0
 # The job's size: as many trials as the two trainers run in JOB_SECONDS at the pace of a short
 # job measured first, within these bounds. The job must still be running when a trainer cut
@@ -57,7 +57,6 @@ PACE_TRIALS = 2_000
 
 pytestmark = [
     pytest.mark.usefixtures("quick_redelivery"),
-    pytest.mark.skipif(not NATS_SERVER.is_file(), reason="no nats-server in the venv"),
     pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root, ip"),
 ]
 
@@ -94,7 +93,7 @@ class Cluster:
         with node.log.open("ab") as log:
             node.process = subprocess.Popen(
                 [
-                    str(NATS_SERVER),
+                    str(nats_binary()),
                     "--name", node.name,
                     "--addr", "0.0.0.0",  # node 3 is also reached from trainer B's namespace
                     "--port", str(node.client_port),

