@@ -24,6 +24,7 @@ from nats.js.errors import BadRequestError
 from tradepulse.common.contracts.base import Message
 from tradepulse.common.contracts.subjects import Names
 from tradepulse.common.logging import get_logger
+from tradepulse.common.retry import until_deadline
 
 log = get_logger(__name__)
 
@@ -156,20 +157,17 @@ async def while_transient(
 ) -> T:
     """`call()` again while JetStream's API answers with a transient error, for `within`
     seconds; then `ConnectionError` naming `what`."""
-    deadline = asyncio.get_running_loop().time() + within
-    attempt = 0
-    while True:
-        try:
-            return await call()
-        except TRANSIENT_API_ERRORS as exc:
-            if asyncio.get_running_loop().time() > deadline:
-                raise ConnectionError(
-                    f"JetStream did not answer {what} within {within:.0f} s ({type(exc).__name__});"
-                    " check that NATS runs with JetStream and that its cluster has a leader"
-                ) from exc
-            log.warning("jetstream_busy", what=what, error=type(exc).__name__, attempt=attempt)
-            await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
-            attempt += 1
+
+    def busy(exc: Exception, attempt: int) -> None:
+        log.warning("jetstream_busy", what=what, error=type(exc).__name__, attempt=attempt)
+
+    try:
+        return await until_deadline(call, TRANSIENT_API_ERRORS, within=within, on_retry=busy)
+    except TRANSIENT_API_ERRORS as exc:
+        raise ConnectionError(
+            f"JetStream did not answer {what} within {within:.0f} s ({type(exc).__name__});"
+            " check that NATS runs with JetStream and that its cluster has a leader"
+        ) from exc
 
 
 async def ensure_streams(js: JetStreamContext, names: Names, replicas: int = 1) -> None:

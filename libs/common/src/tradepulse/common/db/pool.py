@@ -6,11 +6,12 @@ first query on a dead connection fails and the next one works; `retrying` wraps 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import asyncpg
+
+from tradepulse.common.retry import until_deadline
 
 T = TypeVar("T")
 
@@ -41,29 +42,19 @@ async def create_pool(
     wait: float = 60.0,
     init: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
 ) -> asyncpg.Pool:
-    deadline = asyncio.get_running_loop().time() + wait
-    while True:
-        try:
-            pool = await asyncpg.create_pool(
-                dsn, min_size=min_size, max_size=max_size, command_timeout=60, init=init
-            )
-            assert pool is not None
-            return pool
-        except TRANSIENT as exc:
-            if asyncio.get_running_loop().time() >= deadline:
-                raise ConnectionError(f"cannot reach PostgreSQL: {exc}") from exc
-            await asyncio.sleep(0.5)
+    async def attempt() -> asyncpg.Pool:
+        pool = await asyncpg.create_pool(
+            dsn, min_size=min_size, max_size=max_size, command_timeout=60, init=init
+        )
+        assert pool is not None
+        return pool
+
+    try:
+        return await until_deadline(attempt, TRANSIENT, within=wait, first=0.5, cap=0.5)
+    except TRANSIENT as exc:
+        raise ConnectionError(f"cannot reach PostgreSQL: {exc}") from exc
 
 
 async def retrying(op: Callable[[], Awaitable[T]], *, wait: float = 60.0) -> T:
     """Run `op`, retrying on connection loss until `wait` seconds have passed."""
-    deadline = asyncio.get_running_loop().time() + wait
-    delay = 0.1
-    while True:
-        try:
-            return await op()
-        except TRANSIENT:
-            if asyncio.get_running_loop().time() >= deadline:
-                raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+    return await until_deadline(op, TRANSIENT, within=wait)
